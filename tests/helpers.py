@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import pickle
 from typing import Any
 from urllib.parse import quote_plus
@@ -26,3 +27,50 @@ def upload_model(client: Any, model: Any, key: str, bucket: str = BUCKET, protoc
     data = pickle.dumps(model, protocol=protocol)
     client.put_object(Bucket=bucket, Key=key, Body=data)
     return data
+
+
+def publish_model(
+    root: Any,
+    name: str,
+    model: Any,
+    version: str = "20261126T120000Z-abc",
+    *,
+    suffix: str = ".pkl",
+    protocol: int = 5,
+    details: dict[str, Any] | None = None,
+) -> Any:
+    """Put a model on the EFS stand-in the way staging does (incoming folder, manifest, publish)."""
+    from bigpickle.loading import format_of, save_model
+    from bigpickle.store import Manifest, ModelStore
+
+    store = ModelStore(root)
+    path = store.prepare_incoming(name, version) / f"model{suffix}"
+    fmt = format_of(path)
+    if fmt == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(model, f, protocol=protocol)
+    else:
+        save_model(model, path, fmt)
+    manifest = Manifest(
+        name=name,
+        version=version,
+        file=path.name,
+        format=fmt,
+        bytes=path.stat().st_size,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),  # loading refuses a file that differs
+        staged_at="2026-11-26T12:00:00+00:00",
+        bucket="b",
+        key=f"models/{name}/model{suffix}",
+        etag='"abc"',
+        details=details or {},
+    )
+    store.publish(manifest)
+    return manifest
+
+
+def weights_pickle(megabytes: int, seed: int = 0) -> bytes:
+    """A model-like pickle for staging tests: one incompressible float64 numpy array, protocol 5."""
+    import numpy as np
+    from bigpickle.units import MiB
+
+    return pickle.dumps(np.random.default_rng(seed).random(megabytes * MiB // 8), protocol=5)

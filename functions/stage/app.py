@@ -11,12 +11,15 @@ from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bigpickle.config import Settings
 from bigpickle.observability import logger, metrics, tracer
-from bigpickle.staging import stage_object
+from bigpickle.staging import lambda_invoker, stage_event, transfer_config
 from bigpickle.store import ModelStore
+from bigpickle.warmup import request_warmups
 
 settings = Settings.from_env()
 store = ModelStore(settings.models_root)
-s3 = boto3.client("s3")
+s3 = boto3.client("s3", config=transfer_config(settings).client_config())
+# After a publish, the predict function is invoked asynchronously to load the model (events/warmup.json).
+warmup_invoke = lambda_invoker(settings.predict_function_name) if settings.predict_function_name else None
 
 
 @logger.inject_lambda_context(log_event=True)
@@ -24,15 +27,14 @@ s3 = boto3.client("s3")
 @metrics.log_metrics
 @event_source(data_class=S3Event)
 def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
-    results = [
-        stage_object(
-            s3,
-            store,
-            settings,
-            record.s3.bucket.name,
-            unquote_plus(record.s3.get_object.key),
-            record.s3.get_object.version_id,
-        )
+    records = [
+        (record.s3.bucket.name, unquote_plus(record.s3.get_object.key), record.s3.get_object.version_id)
         for record in event.records
     ]
+    invoke = lambda_invoker(context.invoked_function_arn)  # continuations near the time limit
+    results = stage_event(
+        event.raw_event, context, client=s3, store=store, settings=settings, invoke=invoke, records=records
+    )
+    if warmup_invoke is not None:
+        request_warmups(warmup_invoke, results)
     return {"results": [r.as_dict() for r in results]}

@@ -5,36 +5,26 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import sklearn
+from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
+from bigpickle.config import Settings
+from bigpickle.loading import ModelRegistry, load_model_file
 from bigpickle.local.events import load_event
 from bigpickle.local.runtime import Handler, predict_handler
+from bigpickle.serving import create_app
 from bigpickle.store import Manifest, ModelStore
+
+from tests.helpers import publish_model
 
 
 def publish(root: Path, name: str, model: Any, version: str = "20261126T120000Z-abc") -> Manifest:
-    """Put a model on the EFS stand-in the way staging does."""
-    store = ModelStore(root)
-    data = pickle.dumps(model, protocol=5)
-    (store.prepare_incoming(name, version) / "model.pkl").write_bytes(data)
-    manifest = Manifest(
-        name=name,
-        version=version,
-        file="model.pkl",
-        format="pickle",
-        bytes=len(data),
-        sha256="0" * 64,
-        staged_at="2026-11-26T12:00:00+00:00",
-        bucket="b",
-        key=f"models/{name}/model.pkl",
-        etag='"abc"',
-    )
-    store.publish(manifest)
-    return manifest
+    return publish_model(root, name, model, version)
 
 
 def call(handler: Handler, context: Any, event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -242,3 +232,132 @@ def test_a_model_file_that_cannot_load_is_503_naming_the_version(
     assert status == 503
     assert body["error"]["code"] == "model_load_failed"
     assert manifest.version in body["error"]["message"]
+
+
+# -- loading behaviour as clients see it (issue 5) --
+
+
+def test_the_models_route_lists_staged_models_and_which_version_is_loaded(
+    served: Handler, context: Any
+) -> None:
+    call(served, context, load_event("predict-single"))  # loads iris
+
+    status, body, _ = call(served, context, load_event("list-models"))
+
+    assert status == 200
+    by_name = {m["name"]: m for m in body["models"]}
+    assert set(by_name) == {"iris", "iris-pipeline", "diabetes"}
+    assert by_name["iris"]["state"] == "ready" and by_name["iris"]["loaded_version"] == "20261126T120000Z-abc"
+    assert by_name["diabetes"]["state"] == "not_loaded" and by_name["diabetes"]["current_version"]
+    assert body["memory"]["models_bytes"] == by_name["iris"]["memory_bytes"] > 0
+
+
+def test_a_request_for_a_model_still_loading_is_503_with_retry_after(
+    lambda_env: Path, context: Any, trained: dict[str, Any]
+) -> None:
+    publish(lambda_env, "iris", trained["iris"][0])
+    release = threading.Event()
+
+    def slow_loader(path: Path, fmt: str, **options: Any) -> Any:
+        release.wait(10)
+        return load_model_file(path, fmt, **options)
+
+    settings = Settings.from_env()
+    registry = ModelRegistry.from_settings(settings, loader=slow_loader, request_wait_seconds=0.05)
+    app = create_app(settings, registry)
+
+    loading = [call(app.resolve, context, load_event(name)) for name in ("predict-single", "metadata", "health")]
+    release.set()
+    registry.get("iris", until_loaded=True)
+    status, body, _ = call(app.resolve, context, load_event("predict-single"))
+
+    for got_status, got, headers in loading:
+        assert got_status == 503 and int(headers["Retry-After"]) >= 1
+        assert "is loading" in got["error"]["message"]
+    assert status == 200 and body["model_version"] == "20261126T120000Z-abc"
+
+
+def test_a_model_too_big_for_the_function_is_503_naming_both_sizes(
+    lambda_env: Path, context: Any, monkeypatch: pytest.MonkeyPatch, trained: dict[str, Any]
+) -> None:
+    publish(lambda_env, "iris", trained["iris"][0])
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")  # less than this test process already holds
+
+    status, body, _ = call(predict_handler(), context, load_event("predict-single"))
+
+    assert status == 503 and body["error"]["code"] == "insufficient_memory"
+    assert "this function has 128 MiB" in body["error"]["message"] and "needs about" in body["error"]["message"]
+
+
+def test_a_model_saved_under_another_scikit_learn_is_503_unless_the_check_only_warns(
+    lambda_env: Path, context: Any, monkeypatch: pytest.MonkeyPatch, trained: dict[str, Any]
+) -> None:
+    publish_model(lambda_env, "iris", trained["iris"][0], details={"sklearn_version": "0.24.2", "numpy_version": "1.x"})
+
+    status, body, _ = call(predict_handler(), context, load_event("predict-single"))
+    monkeypatch.setenv("MODEL_VERSION_CHECK", "warn")
+    warned_status, _, _ = call(predict_handler(), context, load_event("predict-single"))
+
+    assert status == 503 and body["error"]["code"] == "version_mismatch"
+    assert "0.24.2" in body["error"]["message"] and sklearn.__version__ in body["error"]["message"]
+    assert warned_status == 200
+
+
+@pytest.mark.parametrize("name", ["iris", "iris-pipeline", "diabetes"])
+def test_a_bpk_model_answers_identically_with_mmap_on_and_off(
+    lambda_env: Path, context: Any, monkeypatch: pytest.MonkeyPatch, trained: dict[str, Any], name: str
+) -> None:
+    model, X = trained[name]
+    publish_model(lambda_env, name, model, suffix=".bpk")
+    event = with_body("predict-single", {"instances": X[:40].tolist()}, path=f"/v1/models/{name}:predict")
+    answers = {}
+    for mmap in ("off", "on"):
+        monkeypatch.setenv("MODEL_MMAP", mmap)
+        status, answers[mmap], _ = call(predict_handler(), context, event)
+        assert status == 200
+
+    assert answers["on"] == answers["off"]
+    assert np.allclose(answers["on"]["predictions"], model.predict(X[:40]))
+
+
+def test_a_warm_function_answers_with_a_newly_published_version(
+    lambda_env: Path, context: Any, monkeypatch: pytest.MonkeyPatch, trained: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("MODEL_REFRESH_SECONDS", "0")  # check the pointer on every request
+    publish(lambda_env, "iris", trained["iris"][0], "20261126T120000Z-abc")
+    handler = predict_handler()
+    _, before, _ = call(handler, context, load_event("predict-single"))
+
+    publish(lambda_env, "iris", trained["iris"][0], "20261126T130000Z-def")
+    _, after, _ = call(handler, context, load_event("predict-single"))
+    _, metadata, _ = call(handler, context, load_event("metadata"))
+
+    assert (before["model_version"], after["model_version"]) == ("20261126T120000Z-abc", "20261126T130000Z-def")
+    assert metadata["version"] == "20261126T130000Z-def"
+
+
+def test_cold_start_load_and_latency_metrics_are_published(
+    lambda_env: Path, context: Any, capsys: pytest.CaptureFixture[str], trained: dict[str, Any]
+) -> None:
+    publish(lambda_env, "iris", trained["iris"][0])
+    reset_cold_start_flag()
+    handler = predict_handler()
+    capsys.readouterr()
+
+    call(handler, context, load_event("predict-single"))
+
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    names = {m["Name"] for blob in emitted for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"ColdStart", "ModelLoadSeconds", "ModelBytes", "PredictLatency"} <= names
+
+
+def test_an_old_protocol_pickle_still_loads_and_its_metadata_says_what_it_cost(
+    lambda_env: Path, context: Any, trained: dict[str, Any]
+) -> None:
+    manifest = publish_model(lambda_env, "iris", trained["iris"][0], protocol=2)
+
+    status, body, _ = call(predict_handler(), context, load_event("metadata"))
+
+    assert status == 200
+    assert body["load"]["pickle_protocol"] == 2
+    assert body["load"]["memory_bytes"] > 2 * manifest.bytes  # priced at the measured ~2.3x

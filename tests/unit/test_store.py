@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,47 @@ def test_publishing_without_the_model_file_fails_and_leaves_the_current_version(
         store.publish(manifest(version="v2"))
 
     assert store.current_version("iris") == "v1"
+
+
+HOLD_LOCK = """
+import sys, time
+from bigpickle.store import ModelStore
+with ModelStore(sys.argv[1]).lock_version("iris", "v1") as held:
+    print("held" if held else "busy", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_a_version_lock_is_held_by_one_stager_across_processes_and_threads(store: ModelStore) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(store.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with store.lock_version("iris", "v1") as held:
+            assert not held
+        with store.lock_version("iris", "v2") as other_version:
+            assert other_version
+    finally:
+        holder.kill()
+        holder.wait()
+
+    with store.lock_version("iris", "v1") as held, store.lock_version("iris", "v1") as same_process_again:
+        assert held and not same_process_again
+
+
+def test_incoming_files_survive_prepare_so_a_killed_copy_can_resume(store: ModelStore) -> None:
+    incoming = store.prepare_incoming("iris", "v1")
+    (incoming / "model.pkl").write_bytes(b"half a model")
+
+    assert (store.prepare_incoming("iris", "v1") / "model.pkl").read_bytes() == b"half a model"
+
+
+def test_pruning_removes_stale_incoming_copies_of_older_versions_nobody_is_staging(store: ModelStore) -> None:
+    store.prepare_incoming("iris", "v0")  # a copy abandoned before v1 was published
+    stage_files(store, manifest(version="v1"))
+    store.publish(manifest(version="v1"))
+    store.prepare_incoming("iris", "v2")  # a newer copy in progress
+
+    store.prune("iris", keep=3)
+
+    assert not store.incoming_dir("iris", "v0").exists()
+    assert store.incoming_dir("iris", "v2").exists()

@@ -48,8 +48,9 @@ def _crc_factories() -> dict[str, Callable[[], Any]]:
         "SHA256": hashlib.sha256,
     }
     if _crt is not None:
-        factories["CRC32C"] = lambda: _Crc(lambda d, v: _crt.crc32c(bytes(d), v), 4)
-        factories["CRC64NVME"] = lambda: _Crc(lambda d, v: _crt.crc64nvme(bytes(d), v), 8)
+        # awscrt reads any buffer (a memoryview of a part buffer) without copying it
+        factories["CRC32C"] = lambda: _Crc(_crt.crc32c, 4)
+        factories["CRC64NVME"] = lambda: _Crc(_crt.crc64nvme, 8)
     return factories
 
 

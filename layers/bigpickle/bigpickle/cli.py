@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def _demo(_args: argparse.Namespace) -> int:
@@ -32,9 +34,51 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage(args: argparse.Namespace) -> int:
+    os.environ["MODELS_ROOT"] = args.models_root
+    if not args.verbose:  # the bar shows progress; the JSON log lines would bury it
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    from bigpickle.staging import stage_uri
+    from bigpickle.transfer.progress import ProgressBar
+
+    result = stage_uri(args.uri, progress=ProgressBar(sys.stderr))
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from bigpickle.loading.formats import convert
+
+    print(json.dumps(convert(Path(args.source), Path(args.target)), indent=2))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from bigpickle.loading.rollback import rollback
+    from bigpickle.store import ModelStore
+
+    previous, current = rollback(ModelStore(args.models_root), args.name, args.version)
+    print(f"{args.name}: current version {previous} -> {current}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from bigpickle.config import Settings
+    from bigpickle.safety import Allowlist
+    from bigpickle.safety.inspect import inspect_file, render
+
+    facts = inspect_file(Path(args.file), Allowlist(Settings.from_env().pickle_allowlist_extra))
+    print(json.dumps(facts, indent=2) if args.json else render(facts))
+    return 0 if facts["verdict"] == "safe to load" else 1
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "demo": ("run the whole pipeline locally (what `make demo` runs)", _demo),
     "serve": ("serve the predict handler on a local HTTP port, as `sam local start-api` would", _serve),
+    "stage": ("copy s3://BUCKET/models/NAME/FILE to --models-root and publish it (the stage Lambda's engine)", _stage),
+    "convert": ("re-save a model in the format OUT's extension names (.bpk: zero-copy, mmap-able)", _convert),
+    "rollback": ("point NAME's current version at VERSION (default: the one before the current)", _rollback),
+    "inspect": ("what a model file imports and whether it would be loaded (nothing in it runs)", _inspect),
 }
 
 
@@ -55,6 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
                 help="default model for POST /predict (MODEL_NAME)",
             )
             command.add_argument("--port", type=int, default=3000)
+        elif name == "stage":
+            command.add_argument("uri", metavar="S3_URI", help="s3://bucket/models/<name>/<file>.pkl|.pickle|.joblib")
+            command.add_argument(
+                "--models-root",
+                default=os.environ.get("MODELS_ROOT", "./models"),
+                help="folder standing in for the EFS mount (MODELS_ROOT)",
+            )
+            command.add_argument("--verbose", action="store_true", help="also print the JSON log lines")
+        elif name == "convert":
+            command.add_argument("source", metavar="IN", help="a .pkl/.pickle/.joblib/.bpk model file")
+            command.add_argument("target", metavar="OUT", help="where to write it; the extension picks the format")
+        elif name == "inspect":
+            command.add_argument("file", metavar="FILE", help="a .pkl/.pickle/.joblib/.bpk model file")
+            command.add_argument("--json", action="store_true", help="print the facts as JSON")
+        elif name == "rollback":
+            command.add_argument("name", metavar="NAME")
+            command.add_argument("version", metavar="VERSION", nargs="?", help="default: the previous version")
+            command.add_argument(
+                "--models-root", default=os.environ.get("MODELS_ROOT", "./models"), help="the EFS mount (MODELS_ROOT)"
+            )
     return parser
 
 

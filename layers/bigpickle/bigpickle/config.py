@@ -9,10 +9,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from bigpickle.safety.allowlist import parse_extra
 from bigpickle.units import MiB
 
 DEFAULT_MODELS_ROOT = "/mnt/models"
+T = TypeVar("T")
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -25,6 +28,13 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
 
 
+def _choice(environ: Mapping[str, str], name: str, choices: Mapping[str, T], default: str) -> T:
+    raw = environ.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ValueError(f"setting {name} must be one of {', '.join(choices)}, got {raw!r}")
+    return choices[raw]
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime settings; see README "Configuration" for each one."""
@@ -33,6 +43,22 @@ class Settings:
     model_name: str
     max_body_bytes: int
     part_size_bytes: int
+    # Staging engine (docs/staging.md explains how the defaults were measured).
+    stage_concurrency: int = 8
+    stage_memory_budget_bytes: int = 128 * MiB
+    stage_checkpoint_seconds: int = 60
+    stage_max_continuations: int = 8
+    keep_versions: int = 3
+    # Loading and serving (docs/loading.md).
+    model_mmap: bool = False
+    model_refresh_seconds: int = 30
+    model_version_check: str = "strict"
+    function_memory_bytes: int | None = None  # AWS_LAMBDA_FUNCTION_MEMORY_SIZE, set by Lambda itself
+    predict_function_name: str = ""  # warm-up target, set on the stage function
+    # Security (docs/security.md).
+    pickle_allowlist_extra: frozenset[tuple[str, str]] = frozenset()
+    max_instances: int = 10_000
+    max_row_width: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -42,4 +68,17 @@ class Settings:
             model_name=env.get("MODEL_NAME", "").strip(),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 6 * MiB),
             part_size_bytes=_int(env, "STAGE_PART_SIZE_MIB", 8) * MiB,
+            stage_concurrency=_int(env, "STAGE_CONCURRENCY", 8),
+            stage_memory_budget_bytes=_int(env, "STAGE_MEMORY_BUDGET_MIB", 128) * MiB,
+            stage_checkpoint_seconds=_int(env, "STAGE_CHECKPOINT_SECONDS", 60),
+            stage_max_continuations=_int(env, "STAGE_MAX_CONTINUATIONS", 8),
+            keep_versions=_int(env, "KEEP_VERSIONS", 3),
+            model_mmap=_choice(env, "MODEL_MMAP", {"on": True, "off": False}, "off"),
+            model_refresh_seconds=_int(env, "MODEL_REFRESH_SECONDS", 30),
+            model_version_check=_choice(env, "MODEL_VERSION_CHECK", {"strict": "strict", "warn": "warn"}, "strict"),
+            function_memory_bytes=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0) * MiB or None,
+            predict_function_name=env.get("PREDICT_FUNCTION_NAME", "").strip(),
+            pickle_allowlist_extra=parse_extra(env.get("PICKLE_ALLOWLIST_EXTRA", "")),
+            max_instances=_int(env, "MAX_INSTANCES", 10_000),
+            max_row_width=_int(env, "MAX_ROW_WIDTH", 10_000),
         )

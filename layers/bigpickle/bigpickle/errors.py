@@ -33,6 +33,14 @@ class PayloadTooLargeError(BigPickleError):
     code = "payload_too_large"
 
 
+class LimitExceededError(PayloadTooLargeError):
+    """A request over MAX_INSTANCES or MAX_ROW_WIDTH; the message names the setting."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ModelNotFoundError(BigPickleError):
     status = 404
     code = "model_not_found"
@@ -70,3 +78,50 @@ class IntegrityError(StagingError):
     """Bytes on disk differ from what S3 said (size, checksum, ETag, range)."""
 
     code = "integrity_error"
+
+
+class TransferError(StagingError):
+    """The copy did not finish (network faults outlasted the retries); the parts written so far are kept
+    with their journal, so the next run for the same object version resumes."""
+
+    code = "transfer_failed"
+
+
+class StorageFullError(StagingError):
+    """The model does not fit where it is being staged (no space left, or larger than the file system allows)."""
+
+    code = "storage_full"
+
+
+class InsufficientMemoryError(ModelNotReadyError):
+    """Loading would need more memory than the function has; the message names both numbers."""
+
+    code = "insufficient_memory"
+
+
+class ModelVersionMismatchError(ModelNotReadyError):
+    """The model was saved under scikit-learn/numpy versions other than the ones this function runs."""
+
+    code = "version_mismatch"
+
+
+class UnsafePickleError(BigPickleError):
+    """The pickle imports globals outside the allowlist or plays stack tricks: never published, never loaded.
+
+    Staging raises it (nothing is published); serving answers 503, as for any model that cannot be loaded.
+    """
+
+    status = 503
+    code = "unsafe_model"
+
+    def __init__(self, reasons: list[str], *, forbidden: list[str] | None = None) -> None:
+        self.reasons = list(reasons)
+        self.forbidden = list(forbidden or [])
+        shown = "; ".join(self.reasons[:8]) + (f"; and {len(self.reasons) - 8} more" if len(self.reasons) > 8 else "")
+        super().__init__(f"refused an unsafe pickle: {shown}")
+
+
+class ModelIntegrityError(ModelNotReadyError):
+    """The model file's sha256 differs from its manifest: corrupted or replaced after staging."""
+
+    code = "model_integrity_failed"

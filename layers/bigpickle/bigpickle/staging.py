@@ -1,25 +1,44 @@
 """One S3 object version -> one published model version: transfer, verify, publish.
 
-Idempotent (S3 may deliver an event twice) and failure-safe: anything that goes wrong raises, removes
-the incoming folder and leaves the current version untouched, so S3's async retries can try again.
+Idempotent (S3 may deliver an event twice; one stager per version holds its lock, the other no-ops) and
+failure-safe: anything that goes wrong raises and leaves the current version untouched, so S3's async
+retries can try again. A copy that cannot be trusted (integrity, disk full) is removed; one cut short by
+the network or a kill keeps its parts and journal, and the next run resumes it. Near the Lambda time
+limit the copy checkpoints and the handler re-invokes itself with a continuation event.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
 
 from bigpickle.checksums import ChecksumVerifier, full_object_checksum
 from bigpickle.config import Settings
-from bigpickle.errors import IntegrityError
+from bigpickle.errors import IntegrityError, StagingError, StorageFullError, UnsafePickleError
 from bigpickle.observability import MetricUnit, logger, metrics
+from bigpickle.safety import Allowlist, PickleScanner
 from bigpickle.store import Manifest, ModelStore, model_format, validate_model_name
-from bigpickle.transfer import ObjectInfo, download, head_object
+from bigpickle.transfer import (
+    ObjectInfo,
+    OSUtils,
+    Progress,
+    ProgressCallback,
+    RetryPolicy,
+    TransferConfig,
+    download,
+    head_object,
+)
 
 MODELS_PREFIX = "models"
+CONTINUATION_KEY = "bigpickleContinuation"  # added to the S3 event a stager re-invokes itself with
 
 
 @dataclass(frozen=True)
@@ -47,11 +66,14 @@ class ModelKey:
 class StageResult:
     bucket: str
     key: str
-    status: str  # "published", "already_published" or "skipped"
+    # "published", "already_published", "skipped", "in_progress" (another stager holds this version)
+    # or "checkpointed" (stopped before the time limit; a continuation resumes it)
+    status: str
     model: str | None = None
     version: str | None = None
     bytes: int = 0
     reason: str | None = None
+    resumed_bytes: int | None = None  # bytes an earlier, interrupted run had already copied
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -64,10 +86,36 @@ def version_name(obj: ObjectInfo) -> str:
     return f"{stamp}-{etag[:12]}"
 
 
+def transfer_config(settings: Settings) -> TransferConfig:
+    return TransferConfig(
+        part_size=settings.part_size_bytes,
+        concurrency=settings.stage_concurrency,
+        memory_budget=settings.stage_memory_budget_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Seams and hooks of one staging run; the defaults are what Lambda uses."""
+
+    should_stop: Callable[[], bool] | None = None  # True near the time limit: checkpoint and return
+    progress: ProgressCallback | None = None  # called besides the progress log lines (the CLI's bar)
+    osutils: OSUtils | None = None
+    retry: RetryPolicy | None = None
+    config: TransferConfig | None = None  # overrides the one derived from the settings
+
+
 def stage_object(
-    client: Any, store: ModelStore, settings: Settings, bucket: str, key: str, version_id: str | None = None
+    client: Any,
+    store: ModelStore,
+    settings: Settings,
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    options: StageOptions | None = None,
 ) -> StageResult:
     """Stage `s3://bucket/key` if it is a model key; a no-op when that object version is published."""
+    options = options or StageOptions()
     model_key = ModelKey.parse(key)
     if model_key is None:
         logger.warning("not a model key; expected models/<name>/<file>.pkl|.pickle|.joblib", extra={"key": key})
@@ -80,18 +128,60 @@ def stage_object(
         logger.info("object version already published; nothing to do", extra=log)
         return StageResult(bucket, key, "already_published", model_key.name, version, obj.size)
 
+    with store.lock_version(model_key.name, version) as held:
+        if not held:
+            logger.info("another stager is copying this object version; leaving it to them", extra=log)
+            return StageResult(bucket, key, "in_progress", model_key.name, version, obj.size)
+        if store.has_version(model_key.name, version):  # published while we waited for HEAD
+            return StageResult(bucket, key, "already_published", model_key.name, version, obj.size)
+        return _copy_and_publish(client, store, settings, model_key, obj, version, options, log)
+
+
+def _copy_and_publish(
+    client: Any,
+    store: ModelStore,
+    settings: Settings,
+    model_key: ModelKey,
+    obj: ObjectInfo,
+    version: str,
+    options: StageOptions,
+    log: dict[str, Any],
+) -> StageResult:
     logger.info("staging started", extra=log)
     incoming = store.prepare_incoming(model_key.name, version)
     try:
         sha256 = hashlib.sha256()
         expected = full_object_checksum(obj.head)
         verifier = ChecksumVerifier(*expected) if expected else None
-        sinks = [sha256] if verifier is None else [sha256, verifier]
-        download(client, obj, incoming / model_key.file, part_size=settings.part_size_bytes, sinks=sinks)
+        scanner = PickleScanner(model_key.format, Allowlist(settings.pickle_allowlist_extra))
+        sinks = [sha256, scanner] if verifier is None else [sha256, scanner, verifier]
+        result = download(
+            client,
+            obj,
+            incoming / model_key.file,
+            config=options.config or transfer_config(settings),
+            sinks=sinks,
+            progress=_progress_reporter(log, options.progress),
+            should_stop=options.should_stop,
+            osutils=options.osutils,
+            retry=options.retry,
+        )
+        if not result.complete:
+            logger.info("staging checkpointed before the time limit", extra={**log, "fetched": result.fetched_bytes})
+            return StageResult(
+                obj.bucket, obj.key, "checkpointed", model_key.name, version, obj.size, None, result.resumed_bytes
+            )
         if verifier and not verifier.matches():
             raise IntegrityError(
                 f"{verifier.algorithm} of the copied bytes is {verifier.actual}, S3 says {verifier.expected}"
             )
+        report = scanner.finish()
+        if not report.safe:
+            logger.error(
+                "refusing to publish an unsafe pickle: allow only what the model needs (docs/security.md)",
+                extra={**log, "forbidden_globals": sorted(report.forbidden), "problems": report.problems[:20]},
+            )
+            report.raise_if_unsafe()
         manifest = Manifest(
             name=model_key.name,
             version=version,
@@ -100,17 +190,110 @@ def stage_object(
             bytes=obj.size,
             sha256=sha256.hexdigest(),
             staged_at=datetime.now(UTC).isoformat(),
-            bucket=bucket,
-            key=key,
+            bucket=obj.bucket,
+            key=obj.key,
             etag=obj.etag,
             version_id=obj.version_id,
             s3_checksum={"algorithm": verifier.algorithm, "value": verifier.expected} if verifier else None,
+            details=report.details(),
         )
         store.publish(manifest)
-    except BaseException:
-        store.discard_incoming(model_key.name, version)
-        logger.exception("staging failed; the current version is untouched", extra=log)
+    except (IntegrityError, StorageFullError, UnsafePickleError):
+        store.discard_incoming(model_key.name, version)  # these bytes can never be published
+        logger.exception("staging failed; the copy is removed and the current version is untouched", extra=log)
         raise
+    except BaseException:
+        logger.exception("staging failed; the current version is untouched, the next run resumes", extra=log)
+        raise
+    removed = store.prune(model_key.name, settings.keep_versions)
+    megabytes_per_second = result.fetched_bytes / 1e6 / max(result.seconds, 1e-9)
     metrics.add_metric(name="StagedBytes", unit=MetricUnit.Bytes, value=obj.size)
-    logger.info("staging published", extra={**log, "sha256": manifest.sha256})
-    return StageResult(bucket, key, "published", model_key.name, version, obj.size)
+    metrics.add_metric(name="StagingSeconds", unit=MetricUnit.Seconds, value=round(result.seconds, 3))
+    metrics.add_metric(
+        name="StagingThroughput", unit=MetricUnit.MegabytesPerSecond, value=round(megabytes_per_second, 1)
+    )
+    logger.info(
+        "staging published",
+        extra={**log, "sha256": manifest.sha256, "seconds": round(result.seconds, 3), "removed_versions": removed},
+    )
+    return StageResult(obj.bucket, obj.key, "published", model_key.name, version, obj.size, None, result.resumed_bytes)
+
+
+def _progress_reporter(log: dict[str, Any], also: ProgressCallback | None) -> ProgressCallback:
+    def report(progress: Progress) -> None:
+        logger.info("staging progress", extra={**log, **progress.as_log()})
+        if also is not None:
+            also(progress)
+
+    return report
+
+
+def stage_uri(uri: str, *, progress: ProgressCallback | None = None, settings: Settings | None = None) -> StageResult:
+    """`bigpickle stage s3://bucket/key`: the same engine, outside Lambda, into MODELS_ROOT."""
+    parsed = urlsplit(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+        raise ValueError(f"expected s3://bucket/models/<name>/<file>, got {uri!r}")
+    settings = settings or Settings.from_env()
+    client = boto3.client("s3", config=transfer_config(settings).client_config())
+    return stage_object(
+        client,
+        ModelStore(settings.models_root),
+        settings,
+        parsed.netloc,
+        parsed.path.lstrip("/"),
+        options=StageOptions(progress=progress),
+    )
+
+
+# -- the Lambda side: time limit, continuations --
+
+Invoker = Callable[[dict[str, Any]], None]
+
+
+def lambda_invoker(function_name: str, lambda_client: Any | None = None) -> Invoker:
+    """Invoke `function_name` asynchronously (InvocationType=Event) with a payload; the stage function
+    calls itself this way, so its role needs lambda:InvokeFunction on itself. The client is created on
+    first use: most invocations never continue."""
+    clients: list[Any] = [lambda_client] if lambda_client is not None else []
+
+    def invoke(payload: dict[str, Any]) -> None:
+        if not clients:
+            clients.append(boto3.client("lambda"))
+        clients[0].invoke(FunctionName=function_name, InvocationType="Event", Payload=json.dumps(payload).encode())
+
+    return invoke
+
+
+def stage_event(
+    event: dict[str, Any],
+    context: Any,
+    *,
+    client: Any,
+    store: ModelStore,
+    settings: Settings,
+    invoke: Invoker,
+    records: list[tuple[str, str, str | None]],
+) -> list[StageResult]:
+    """Stage each (bucket, key, version id) of an S3 event in turn, stopping `STAGE_CHECKPOINT_SECONDS`
+    before the time limit. A checkpointed record and the ones after it go to a continuation: the same
+    S3 event with only those records and a count, invoked asynchronously; after
+    `STAGE_MAX_CONTINUATIONS` continuations staging fails (its parts stay, a later event resumes)."""
+    count = int(event.get(CONTINUATION_KEY, {}).get("count", 0))
+    margin_ms = settings.stage_checkpoint_seconds * 1000
+    options = StageOptions(should_stop=lambda: context.get_remaining_time_in_millis() < margin_ms)
+    results: list[StageResult] = []
+    for i, (bucket, key, version_id) in enumerate(records):
+        result = stage_object(client, store, settings, bucket, key, version_id, options)
+        results.append(result)
+        if result.status == "checkpointed":
+            if count >= settings.stage_max_continuations:
+                raise StagingError(
+                    f"s3://{bucket}/{key} did not finish within {count + 1} invocations "
+                    f"(STAGE_MAX_CONTINUATIONS={settings.stage_max_continuations}); its parts are kept and "
+                    "the next event for this object version resumes them"
+                )
+            remaining = event["Records"][i:]
+            invoke({**event, "Records": remaining, CONTINUATION_KEY: {"count": count + 1}})
+            logger.info("continuation invoked", extra={"count": count + 1, "records": len(remaining)})
+            break
+    return results

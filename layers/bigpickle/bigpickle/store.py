@@ -2,7 +2,9 @@
 
     <root>/<name>/current                  {"version": "..."}; replaced by rename, so readers see old or new
     <root>/<name>/versions/<version>/      manifest.json + the model file; never modified once published
-    <root>/<name>/incoming/<version>/      staging in progress; renamed into versions/ when complete
+    <root>/<name>/incoming/<version>/      staging in progress (temp file + resume journal); renamed into
+                                           versions/ when complete and verified
+    <root>/<name>/incoming/<version>.lock  held (fcntl) by the one stager copying that version
 
 A version name is derived from the S3 object version (its LastModified and ETag), so a duplicate
 event for the same object maps to the same folder and is recognised as already published.
@@ -12,13 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import re
 import shutil
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from bigpickle.errors import InvalidModelNameError, ModelNotFoundError, ModelNotReadyError
 
@@ -31,7 +37,7 @@ INCOMING_DIR = "incoming"
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
-MODEL_FORMATS = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "joblib"}
+MODEL_FORMATS = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "joblib", ".bpk": "bigpickle"}
 
 
 def validate_model_name(name: str) -> str:
@@ -91,12 +97,16 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write beside the target, fsync, rename: readers see the old content or the new, never a mix."""
+def write_file_atomically(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write beside the target, fsync, rename: readers see the old content or the new, never a mix.
+    `data` is the bytes, or a function that writes them to the file (a model too big to hold twice)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -104,6 +114,20 @@ def write_file_atomically(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_path(path.parent)
+
+
+_LOCAL_LOCKS: set[str] = set()
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+def _remove_tree(path: Path) -> None:
+    """Rename out of sight first, then delete: nobody finds a half-deleted version under its name."""
+    trash = path.with_name(f".{path.name}.{os.getpid()}.deleting")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 class ModelStore:
@@ -136,7 +160,9 @@ class ModelStore:
         versions = self.model_dir(name) / VERSIONS_DIR
         if not versions.is_dir():
             return []
-        return sorted(p.name for p in versions.iterdir() if (p / MANIFEST_FILE).is_file())
+        return sorted(
+            p.name for p in versions.iterdir() if _VERSION_NAME.fullmatch(p.name) and (p / MANIFEST_FILE).is_file()
+        )
 
     def has_version(self, name: str, version: str) -> bool:
         return (self.version_dir(name, version) / MANIFEST_FILE).is_file()
@@ -171,11 +197,45 @@ class ModelStore:
     # -- writing (staging side) --
 
     def prepare_incoming(self, name: str, version: str) -> Path:
-        """An empty folder to stage a version into; leftovers of a crashed run are removed."""
+        """The folder to stage a version into. What a killed run left there is kept: the transfer's
+        journal decides whether it can be resumed (call with the version's lock held)."""
         incoming = self.incoming_dir(name, version)
-        shutil.rmtree(incoming, ignore_errors=True)
-        incoming.mkdir(parents=True)
+        incoming.mkdir(parents=True, exist_ok=True)
         return incoming
+
+    @contextlib.contextmanager
+    def lock_version(self, name: str, version: str) -> Iterator[bool]:
+        """Hold the staging lock of one version while the block runs; yields False (without waiting) when
+        another stager holds it. `incoming/<version>.lock` with fcntl.lockf: POSIX record locks are what
+        NFSv4 (EFS) implements server-side, and the server drops them when a holder's lease expires, so a
+        SIGKILLed or timed-out Lambda never leaves a stale lock (flock is emulated with the same locks on
+        Linux NFS clients; O_EXCL lock files would outlive a crash)."""
+        path = self.model_dir(name) / INCOMING_DIR / f"{validate_version_name(version)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(path)
+        with _LOCAL_LOCKS_GUARD:  # POSIX locks are per process: threads of one process need this too
+            busy = key in _LOCAL_LOCKS
+            _LOCAL_LOCKS.add(key)
+        if busy:
+            yield False
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+            with _LOCAL_LOCKS_GUARD:
+                _LOCAL_LOCKS.discard(key)
 
     def discard_incoming(self, name: str, version: str) -> None:
         shutil.rmtree(self.incoming_dir(name, version), ignore_errors=True)
@@ -194,6 +254,26 @@ class ModelStore:
         fsync_path(final.parent)
         self.set_current(manifest.name, manifest.version)
         return final
+
+    def prune(self, name: str, keep: int) -> list[str]:
+        """Keep the newest `keep` published versions (and always the current one); remove the rest, and
+        incoming copies of versions older than the newest kept one that nobody is staging. Version names
+        sort by upload time. Returns the versions removed."""
+        current = self.current_version(name)
+        versions = self.list_versions(name)
+        kept = set(versions[-keep:] if keep > 0 else []) | {current}
+        removed = [v for v in versions if v not in kept]
+        for version in removed:
+            _remove_tree(self.version_dir(name, version))
+        newest = versions[-1] if versions else None
+        incoming = self.model_dir(name) / INCOMING_DIR
+        stale = [p.name for p in incoming.iterdir() if p.is_dir()] if incoming.is_dir() else []
+        for version in stale:
+            if newest is not None and version < newest:
+                with self.lock_version(name, version) as held:
+                    if held:
+                        _remove_tree(self.incoming_dir(name, version))
+        return removed
 
     def set_current(self, name: str, version: str) -> None:
         """Point readers at a published version (also how a rollback works)."""

@@ -12,11 +12,23 @@ import orjson
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 
 from bigpickle.config import Settings
-from bigpickle.errors import BadRequestError, BigPickleError, ModelNotFoundError, PredictionFailedError
+from bigpickle.errors import (
+    BadRequestError,
+    BigPickleError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    PredictionFailedError,
+)
 from bigpickle.loading import ModelRegistry, describe
 from bigpickle.observability import MetricUnit, logger, metrics
-from bigpickle.serving.validation import body_bytes, parse_json_body, parse_predict_request
-from bigpickle.store import ModelStore, validate_model_name
+from bigpickle.serving.validation import (
+    RequestLimits,
+    RequestValidator,
+    body_bytes,
+    parse_json_body,
+    parse_predict_request,
+)
+from bigpickle.store import validate_model_name
 
 
 def _dumps(obj: Any) -> str:
@@ -34,8 +46,9 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> APIGatewayHttpResolver:
     settings = settings or Settings.from_env()
-    registry = registry or ModelRegistry(ModelStore(settings.models_root))
+    registry = registry or ModelRegistry.from_settings(settings)
     app = APIGatewayHttpResolver(serializer=_dumps)
+    validator = RequestValidator(RequestLimits.from_settings(settings))  # also the served OpenAPI document
 
     def default_model() -> str:
         if not settings.model_name:
@@ -46,8 +59,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         event = app.current_event
         raw = body_bytes(event.body, event.is_base64_encoded)
         body = parse_json_body(raw, settings.max_body_bytes)
+        matrix = validator.check(body)
         loaded = registry.get(validate_model_name(name))
-        request = parse_predict_request(body, loaded.model)
+        request = parse_predict_request(body, loaded.model, matrix)
         started = time.perf_counter()
         try:
             predictions = loaded.model.predict(request.inputs)
@@ -82,15 +96,26 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     def predict_default() -> dict[str, Any]:
         return predict(default_model())
 
+    @app.get("/v1/models")
+    def list_models() -> dict[str, Any]:
+        return registry.list_models()
+
     @app.get("/v1/models/<name>")
     def model_metadata(name: str) -> dict[str, Any]:
         return describe(registry.get(validate_model_name(name)))
 
+    @app.get("/openapi.json")
+    def openapi() -> dict[str, Any]:
+        return validator.document
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         name = default_model()
-        if registry.is_loaded(name):
-            return {"status": "ready", "model": name, "version": registry.get(name).manifest.version}
+        state, version = registry.state(name)
+        if state == "ready":
+            return {"status": "ready", "model": name, "version": version}
+        if state == "loading":
+            raise ModelNotReadyError(f"model {name!r} version {version!r} is loading", retry_after_seconds=5)
         manifest = registry.store.read_manifest(name)  # raises 404/503 when nothing is staged
         if not registry.store.model_path(manifest).is_file():
             raise ModelNotFoundError(f"model {name!r} version {manifest.version!r} has no model file")

@@ -2,23 +2,36 @@
 
 `instances` is a list of rows: lists of numbers (in training column order), objects keyed by feature
 name (models fitted on named columns), or strings (text pipelines). JSON null becomes NaN, which models
-that handle missing values accept and the others reject with a 400.
+that handle missing values accept and the others reject with a 400. NaN and Infinity literals are not
+JSON (the parser refuses them, 400), so a non-finite value can only arrive as null.
+
+Every predict body is checked, before any model is loaded, against the PredictRequest schema of the
+OpenAPI document served at GET /openapi.json (serving/openapi.json with this deployment's limits filled
+in): the same object is served and compiled into the validator.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import functools
+import json
 import math
 import warnings
 from dataclasses import dataclass
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import numpy as np
 import orjson
 
-from bigpickle.errors import BadRequestError, PayloadTooLargeError
+from bigpickle.config import Settings
+from bigpickle.errors import BadRequestError, LimitExceededError, PayloadTooLargeError
+
+OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 
 # Rows keyed by name are reordered into training order before predicting; sklearn's warning about a
 # plain array reaching a model fitted on named columns is then noise.
@@ -46,7 +59,9 @@ def body_bytes(body: str | None, is_base64_encoded: bool) -> bytes:
 
 def parse_json_body(body: bytes, max_bytes: int) -> Any:
     if len(body) > max_bytes:
-        raise PayloadTooLargeError(f"request body is {len(body)} bytes; the limit is {max_bytes} bytes")
+        raise PayloadTooLargeError(
+            f"request body is {len(body)} bytes; the limit is {max_bytes} bytes (MAX_BODY_BYTES)"
+        )
     if not body:
         raise BadRequestError('request body is empty; send JSON like {"instances": [[1.0, 2.0]]}')
     try:
@@ -55,18 +70,118 @@ def parse_json_body(body: bytes, max_bytes: int) -> Any:
         raise BadRequestError(f"request body is not valid JSON: {exc}") from None
 
 
-def parse_predict_request(payload: Any, model: Any) -> PredictRequest:
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise BadRequestError('request body must be a JSON object with an "instances" list')
+@dataclass(frozen=True)
+class RequestLimits:
+    max_body_bytes: int
+    max_instances: int
+    max_row_width: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        return cls(settings.max_body_bytes, settings.max_instances, settings.max_row_width)
+
+
+@functools.cache
+def _openapi_template() -> dict[str, Any]:
+    return json.loads(OPENAPI_FILE.read_text())
+
+
+def openapi_document(limits: RequestLimits) -> dict[str, Any]:
+    """The OpenAPI 3.1 document with this deployment's limits written into the request schema."""
+    document = copy.deepcopy(_openapi_template())
+    instances = document["components"]["schemas"]["PredictRequest"]["properties"]["instances"]
+    instances["maxItems"] = limits.max_instances
+    row, named_row, _text = instances["items"]["anyOf"]
+    row["maxItems"] = named_row["maxProperties"] = limits.max_row_width
+    document["info"]["x-limits"] = {
+        "MAX_BODY_BYTES": limits.max_body_bytes,
+        "MAX_INSTANCES": limits.max_instances,
+        "MAX_ROW_WIDTH": limits.max_row_width,
+    }
+    return document
+
+
+class RequestValidator:
+    """Checks a parsed predict body: the envelope, the limits (413 naming the setting), then the schema."""
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.limits = limits
+        self.document = openapi_document(limits)
+        components = self.document["components"]
+        request = {"$ref": "#/components/schemas/PredictRequest", "components": components}
+        branches = components["schemas"]["PredictRequest"]["properties"]["instances"]["items"]["anyOf"]
+        self._validate = fastjsonschema.compile(request)
+        # one validator per row shape, to say which cell is wrong when a row matches none of them
+        self._rows = {
+            kind: fastjsonschema.compile({**branch, "components": components})
+            for kind, branch in zip((list, dict, str), branches, strict=True)
+        }
+
+    def check(self, payload: Any) -> np.ndarray | None:
+        """Raise a 4xx for a body the schema refuses; return the rows as an array when the fast path built it
+        (parse_predict_request reuses it instead of converting the rows again)."""
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise BadRequestError('request body must be a JSON object with an "instances" list')
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise BadRequestError('"instances" must be a non-empty list of rows')
+        if not isinstance(payload.get("probabilities", False), bool):
+            raise BadRequestError('"probabilities" must be true or false')
+        if len(instances) > self.limits.max_instances:
+            raise LimitExceededError(
+                f"{len(instances)} instances; the limit is {self.limits.max_instances} (MAX_INSTANCES)",
+                code="too_many_instances",
+            )
+        widest = max((len(row) for row in instances if isinstance(row, list | dict)), default=0)
+        if widest > self.limits.max_row_width:
+            raise LimitExceededError(
+                f"a row has {widest} values; the limit is {self.limits.max_row_width} (MAX_ROW_WIDTH)",
+                code="row_too_wide",
+            )
+        matrix = _numeric_matrix(payload)
+        if matrix is not None:
+            return matrix
+        try:
+            self._validate(payload)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise BadRequestError(self._explain(payload, exc)) from None
+        return None
+
+    def _explain(self, payload: Any, exc: fastjsonschema.JsonSchemaValueException) -> str:
+        path = exc.path or []
+        if exc.rule == "anyOf" and len(path) == 3 and path[1] == "instances":
+            index = int(path[2])
+            row = payload["instances"][index]
+            validate = self._rows.get(type(row))
+            if validate is None:
+                return f"instances[{index}] must be a row (a list of numbers), an object keyed by name, or a string"
+            try:
+                validate(row)
+            except fastjsonschema.JsonSchemaValueException as inner:
+                return inner.message.replace("data", f"instances[{index}]", 1)
+        return exc.message.replace("data.", "", 1).replace("data ", "request body ", 1)
+
+
+def _numeric_matrix(payload: dict[str, Any]) -> np.ndarray | None:
+    """The common body (rows of numbers, equal length) satisfies the schema by construction: numpy proves
+    it in one C pass, where the compiled schema costs a Python call per cell (~95 ms per 20,000 cells)."""
+    if not set(payload) <= {"instances", "probabilities"}:
+        return None
+    try:
+        array = np.asarray(payload["instances"])
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return array if array.ndim == 2 and array.shape[1] >= 1 and array.dtype.kind in "biuf" else None
+
+
+def parse_predict_request(payload: Any, model: Any, matrix: np.ndarray | None = None) -> PredictRequest:
+    """Model-specific checks on a body the RequestValidator accepted (`matrix`: what its check returned)."""
     instances = payload["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise BadRequestError('"instances" must be a non-empty list of rows')
     probabilities = payload.get("probabilities", False)
-    if not isinstance(probabilities, bool):
-        raise BadRequestError('"probabilities" must be true or false')
     if probabilities and not hasattr(model, "predict_proba"):
         raise BadRequestError(f'{type(model).__name__} does not give probabilities; omit "probabilities"')
-    return PredictRequest(inputs=_to_inputs(instances, model), rows=len(instances), probabilities=probabilities)
+    inputs = _numeric_rows(instances, model, matrix) if matrix is not None else _to_inputs(instances, model)
+    return PredictRequest(inputs=inputs, rows=len(instances), probabilities=probabilities)
 
 
 def _to_inputs(instances: list[Any], model: Any) -> Any:
@@ -82,9 +197,9 @@ def _to_inputs(instances: list[Any], model: Any) -> Any:
     return _numeric_rows(instances, model)
 
 
-def _numeric_rows(instances: list[Any], model: Any) -> np.ndarray:
+def _numeric_rows(instances: list[Any], model: Any, matrix: np.ndarray | None = None) -> np.ndarray:
     try:
-        array = np.asarray(instances)
+        array = np.asarray(instances) if matrix is None else matrix
     except ValueError:
         raise BadRequestError("every instance must be a list of the same length") from None
     if array.ndim != 2:

@@ -1,0 +1,507 @@
+"""The exact globals a scikit-learn model pickle may import: classes and functions, never whole packages.
+
+A pickle names every callable it runs as a global (module + name); everything outside this list is
+refused by the staging scanner and by the restricted unpickler. Packages are not listed wholesale
+because they hold functions that read files or run code (`numpy.load`, `numpy.f2py`, `joblib.load`,
+`sklearn.utils._testing`, ...). Both numpy spellings are listed: numpy 2 pickles name `numpy._core.*`,
+numpy 1 pickles `numpy.core.*`.
+
+The estimator table was taken from `sklearn.utils.all_estimators()` of scikit-learn 1.9 (the defining
+module of each class, which is what a pickle names). `PICKLE_ALLOWLIST_EXTRA` adds more, at the
+operator's risk (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# numpy internals a pickled array, scalar, dtype or random state is rebuilt from, in both spellings.
+_NUMPY_CORE = {
+    "multiarray": ("_reconstruct", "scalar"),
+    "numeric": ("_frombuffer",),
+}
+_NUMPY = {
+    **{f"numpy.{core}.{mod}": names for core in ("core", "_core") for mod, names in _NUMPY_CORE.items()},
+    "numpy": (
+        "ndarray",
+        "dtype",
+        "float64",
+        "float32",
+        "int64",
+        "int32",
+        "bool_",
+        "uint8",
+        "intp",
+        "str_",
+        # element-wise math ufuncs (pure computation) that FunctionTransformer steps name
+        "log",
+        "log1p",
+        "log2",
+        "log10",
+        "exp",
+        "expm1",
+        "sqrt",
+        "square",
+        "absolute",
+        "sign",
+        "tanh",
+        "arcsinh",
+    ),
+    "numpy.dtypes": (
+        "Float64DType",
+        "Float32DType",
+        "Int64DType",
+        "Int32DType",
+        "Int16DType",
+        "Int8DType",
+        "UInt64DType",
+        "UInt32DType",
+        "UInt16DType",
+        "UInt8DType",
+        "BoolDType",
+        "ObjectDType",
+        "StrDType",
+        "BytesDType",
+        "VoidDType",
+    ),
+    "numpy.random._pickle": ("__bit_generator_ctor", "__generator_ctor", "__randomstate_ctor"),
+    "numpy.random.mtrand": ("RandomState",),
+    "numpy.random._generator": ("Generator",),
+    "numpy.random._mt19937": ("MT19937",),
+    "numpy.random._pcg64": ("PCG64", "PCG64DXSM"),
+    "numpy.random._philox": ("Philox",),
+    "numpy.random._sfc64": ("SFC64",),
+    "numpy.random.bit_generator": ("SeedSequence", "__pyx_unpickle_SeedSequence"),
+}
+
+# Containers and helpers the pickle protocol itself uses. `_codecs.encode` is how protocol 2 stores bytes.
+_PYTHON = {
+    "builtins": ("slice", "set", "frozenset", "bytes", "bytearray", "complex", "object", "range"),
+    "copyreg": ("_reconstructor", "__newobj__"),
+    "collections": ("OrderedDict", "defaultdict"),
+    "_codecs": ("encode",),
+}
+
+_SCIPY = {
+    f"scipy.sparse._{kind}": (f"{kind}_matrix", f"{kind}_array")
+    for kind in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
+}
+
+# Objects estimators keep in their fitted state (trees, losses, binners, distance metrics, optimizers).
+_LOSSES = (
+    "HalfSquaredError",
+    "AbsoluteError",
+    "PinballLoss",
+    "HuberLoss",
+    "HalfPoissonLoss",
+    "HalfGammaLoss",
+    "HalfTweedieLoss",
+    "HalfTweedieLossIdentity",
+    "HalfBinomialLoss",
+    "HalfMultinomialLoss",
+    "ExponentialLoss",
+)
+_METRICS = (
+    "Euclidean",
+    "SEuclidean",
+    "Manhattan",
+    "Chebyshev",
+    "Minkowski",
+    "Mahalanobis",
+    "Hamming",
+    "Canberra",
+    "BrayCurtis",
+    "Jaccard",
+    "Matching",
+    "Dice",
+    "Kulsinski",
+    "RogersTanimoto",
+    "RussellRao",
+    "SokalMichener",
+    "SokalSneath",
+    "Haversine",
+)
+_SKLEARN_STATE = {
+    "sklearn.tree._tree": ("Tree",),
+    "sklearn._loss.loss": _LOSSES,
+    "sklearn._loss._loss": tuple(f"Cy{n}" for n in _LOSSES) + tuple(f"__pyx_unpickle_Cy{n}" for n in _LOSSES),
+    "sklearn._loss.link": (
+        "Interval",
+        "IdentityLink",
+        "LogLink",
+        "LogitLink",
+        "HalfLogitLink",
+        "MultinomialLogit",
+    ),
+    "sklearn.metrics._dist_metrics": ("newObj", *tuple(f"{m}Distance{b}" for m in _METRICS for b in (64, 32))),
+    "sklearn.neighbors._kd_tree": ("KDTree", "KDTree64", "KDTree32", "newObj"),
+    "sklearn.neighbors._ball_tree": ("BallTree", "BallTree64", "BallTree32", "newObj"),
+    "sklearn.ensemble._hist_gradient_boosting.binning": ("_BinMapper",),
+    "sklearn.ensemble._hist_gradient_boosting.predictor": ("TreePredictor",),
+    "sklearn.neural_network._stochastic_optimizers": ("AdamOptimizer", "SGDOptimizer"),
+    "sklearn.preprocessing._label": ("LabelBinarizer", "LabelEncoder", "MultiLabelBinarizer"),
+    "sklearn.utils._bunch": ("Bunch",),
+    "sklearn.compose._column_transformer": ("make_column_selector",),
+    "sklearn.dummy": ("DummyClassifier", "DummyRegressor"),
+}
+
+# Every estimator class scikit-learn 1.9 ships, under the module that defines it.
+_SKLEARN_ESTIMATORS = {
+    "sklearn.calibration": ("CalibratedClassifierCV",),
+    "sklearn.cluster._affinity_propagation": ("AffinityPropagation",),
+    "sklearn.cluster._agglomerative": (
+        "AgglomerativeClustering",
+        "FeatureAgglomeration",
+    ),
+    "sklearn.cluster._bicluster": (
+        "SpectralBiclustering",
+        "SpectralCoclustering",
+    ),
+    "sklearn.cluster._birch": ("Birch",),
+    "sklearn.cluster._bisect_k_means": ("BisectingKMeans",),
+    "sklearn.cluster._dbscan": ("DBSCAN",),
+    "sklearn.cluster._hdbscan.hdbscan": ("HDBSCAN",),
+    "sklearn.cluster._kmeans": (
+        "KMeans",
+        "MiniBatchKMeans",
+    ),
+    "sklearn.cluster._mean_shift": ("MeanShift",),
+    "sklearn.cluster._optics": ("OPTICS",),
+    "sklearn.cluster._spectral": ("SpectralClustering",),
+    "sklearn.compose._column_transformer": ("ColumnTransformer",),
+    "sklearn.compose._target": ("TransformedTargetRegressor",),
+    "sklearn.covariance._elliptic_envelope": ("EllipticEnvelope",),
+    "sklearn.covariance._empirical_covariance": ("EmpiricalCovariance",),
+    "sklearn.covariance._graph_lasso": (
+        "GraphicalLasso",
+        "GraphicalLassoCV",
+    ),
+    "sklearn.covariance._robust_covariance": ("MinCovDet",),
+    "sklearn.covariance._shrunk_covariance": (
+        "LedoitWolf",
+        "OAS",
+        "ShrunkCovariance",
+    ),
+    "sklearn.cross_decomposition._pls": (
+        "CCA",
+        "PLSCanonical",
+        "PLSRegression",
+        "PLSSVD",
+    ),
+    "sklearn.decomposition._dict_learning": (
+        "DictionaryLearning",
+        "MiniBatchDictionaryLearning",
+        "SparseCoder",
+    ),
+    "sklearn.decomposition._factor_analysis": ("FactorAnalysis",),
+    "sklearn.decomposition._fastica": ("FastICA",),
+    "sklearn.decomposition._incremental_pca": ("IncrementalPCA",),
+    "sklearn.decomposition._kernel_pca": ("KernelPCA",),
+    "sklearn.decomposition._lda": ("LatentDirichletAllocation",),
+    "sklearn.decomposition._nmf": (
+        "MiniBatchNMF",
+        "NMF",
+    ),
+    "sklearn.decomposition._pca": ("PCA",),
+    "sklearn.decomposition._sparse_pca": (
+        "MiniBatchSparsePCA",
+        "SparsePCA",
+    ),
+    "sklearn.decomposition._truncated_svd": ("TruncatedSVD",),
+    "sklearn.discriminant_analysis": (
+        "LinearDiscriminantAnalysis",
+        "QuadraticDiscriminantAnalysis",
+    ),
+    "sklearn.dummy": (
+        "DummyClassifier",
+        "DummyRegressor",
+    ),
+    "sklearn.ensemble._bagging": (
+        "BaggingClassifier",
+        "BaggingRegressor",
+    ),
+    "sklearn.ensemble._forest": (
+        "ExtraTreesClassifier",
+        "ExtraTreesRegressor",
+        "RandomForestClassifier",
+        "RandomForestRegressor",
+        "RandomTreesEmbedding",
+    ),
+    "sklearn.ensemble._gb": (
+        "GradientBoostingClassifier",
+        "GradientBoostingRegressor",
+    ),
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting": (
+        "HistGradientBoostingClassifier",
+        "HistGradientBoostingRegressor",
+    ),
+    "sklearn.ensemble._iforest": ("IsolationForest",),
+    "sklearn.ensemble._stacking": (
+        "StackingClassifier",
+        "StackingRegressor",
+    ),
+    "sklearn.ensemble._voting": (
+        "VotingClassifier",
+        "VotingRegressor",
+    ),
+    "sklearn.ensemble._weight_boosting": (
+        "AdaBoostClassifier",
+        "AdaBoostRegressor",
+    ),
+    "sklearn.feature_extraction._dict_vectorizer": ("DictVectorizer",),
+    "sklearn.feature_extraction._hash": ("FeatureHasher",),
+    "sklearn.feature_extraction.image": ("PatchExtractor",),
+    "sklearn.feature_extraction.text": (
+        "CountVectorizer",
+        "HashingVectorizer",
+        "TfidfTransformer",
+        "TfidfVectorizer",
+    ),
+    "sklearn.feature_selection._from_model": ("SelectFromModel",),
+    "sklearn.feature_selection._rfe": (
+        "RFE",
+        "RFECV",
+    ),
+    "sklearn.feature_selection._sequential": ("SequentialFeatureSelector",),
+    "sklearn.feature_selection._univariate_selection": (
+        "GenericUnivariateSelect",
+        "SelectFdr",
+        "SelectFpr",
+        "SelectFwe",
+        "SelectKBest",
+        "SelectPercentile",
+    ),
+    "sklearn.feature_selection._variance_threshold": ("VarianceThreshold",),
+    "sklearn.frozen._frozen": ("FrozenEstimator",),
+    "sklearn.gaussian_process._gpc": ("GaussianProcessClassifier",),
+    "sklearn.gaussian_process._gpr": ("GaussianProcessRegressor",),
+    "sklearn.impute._base": (
+        "MissingIndicator",
+        "SimpleImputer",
+    ),
+    "sklearn.impute._knn": ("KNNImputer",),
+    "sklearn.isotonic": ("IsotonicRegression",),
+    "sklearn.kernel_approximation": (
+        "AdditiveChi2Sampler",
+        "Nystroem",
+        "PolynomialCountSketch",
+        "RBFSampler",
+        "SkewedChi2Sampler",
+    ),
+    "sklearn.kernel_ridge": ("KernelRidge",),
+    "sklearn.linear_model._base": ("LinearRegression",),
+    "sklearn.linear_model._bayes": (
+        "ARDRegression",
+        "BayesianRidge",
+    ),
+    "sklearn.linear_model._coordinate_descent": (
+        "ElasticNet",
+        "ElasticNetCV",
+        "Lasso",
+        "LassoCV",
+        "MultiTaskElasticNet",
+        "MultiTaskElasticNetCV",
+        "MultiTaskLasso",
+        "MultiTaskLassoCV",
+    ),
+    "sklearn.linear_model._glm.glm": (
+        "GammaRegressor",
+        "PoissonRegressor",
+        "TweedieRegressor",
+    ),
+    "sklearn.linear_model._huber": ("HuberRegressor",),
+    "sklearn.linear_model._least_angle": (
+        "Lars",
+        "LarsCV",
+        "LassoLars",
+        "LassoLarsCV",
+        "LassoLarsIC",
+    ),
+    "sklearn.linear_model._logistic": (
+        "LogisticRegression",
+        "LogisticRegressionCV",
+    ),
+    "sklearn.linear_model._omp": (
+        "OrthogonalMatchingPursuit",
+        "OrthogonalMatchingPursuitCV",
+    ),
+    "sklearn.linear_model._passive_aggressive": (
+        "PassiveAggressiveClassifier",
+        "PassiveAggressiveRegressor",
+    ),
+    "sklearn.linear_model._perceptron": ("Perceptron",),
+    "sklearn.linear_model._quantile": ("QuantileRegressor",),
+    "sklearn.linear_model._ransac": ("RANSACRegressor",),
+    "sklearn.linear_model._ridge": (
+        "Ridge",
+        "RidgeCV",
+        "RidgeClassifier",
+        "RidgeClassifierCV",
+    ),
+    "sklearn.linear_model._stochastic_gradient": (
+        "SGDClassifier",
+        "SGDOneClassSVM",
+        "SGDRegressor",
+    ),
+    "sklearn.linear_model._theil_sen": ("TheilSenRegressor",),
+    "sklearn.manifold._classical_mds": ("ClassicalMDS",),
+    "sklearn.manifold._isomap": ("Isomap",),
+    "sklearn.manifold._locally_linear": ("LocallyLinearEmbedding",),
+    "sklearn.manifold._mds": ("MDS",),
+    "sklearn.manifold._spectral_embedding": ("SpectralEmbedding",),
+    "sklearn.manifold._t_sne": ("TSNE",),
+    "sklearn.mixture._bayesian_mixture": ("BayesianGaussianMixture",),
+    "sklearn.mixture._gaussian_mixture": ("GaussianMixture",),
+    "sklearn.model_selection._classification_threshold": (
+        "FixedThresholdClassifier",
+        "TunedThresholdClassifierCV",
+    ),
+    "sklearn.model_selection._search": (
+        "GridSearchCV",
+        "RandomizedSearchCV",
+    ),
+    "sklearn.multiclass": (
+        "OneVsOneClassifier",
+        "OneVsRestClassifier",
+        "OutputCodeClassifier",
+    ),
+    "sklearn.multioutput": (
+        "ClassifierChain",
+        "MultiOutputClassifier",
+        "MultiOutputRegressor",
+        "RegressorChain",
+    ),
+    "sklearn.naive_bayes": (
+        "BernoulliNB",
+        "CategoricalNB",
+        "ComplementNB",
+        "GaussianNB",
+        "MultinomialNB",
+    ),
+    "sklearn.neighbors._classification": (
+        "KNeighborsClassifier",
+        "RadiusNeighborsClassifier",
+    ),
+    "sklearn.neighbors._graph": (
+        "KNeighborsTransformer",
+        "RadiusNeighborsTransformer",
+    ),
+    "sklearn.neighbors._kde": ("KernelDensity",),
+    "sklearn.neighbors._lof": ("LocalOutlierFactor",),
+    "sklearn.neighbors._nca": ("NeighborhoodComponentsAnalysis",),
+    "sklearn.neighbors._nearest_centroid": ("NearestCentroid",),
+    "sklearn.neighbors._regression": (
+        "KNeighborsRegressor",
+        "RadiusNeighborsRegressor",
+    ),
+    "sklearn.neighbors._unsupervised": ("NearestNeighbors",),
+    "sklearn.neural_network._multilayer_perceptron": (
+        "MLPClassifier",
+        "MLPRegressor",
+    ),
+    "sklearn.neural_network._rbm": ("BernoulliRBM",),
+    "sklearn.pipeline": (
+        "FeatureUnion",
+        "Pipeline",
+    ),
+    "sklearn.preprocessing._data": (
+        "Binarizer",
+        "KernelCenterer",
+        "MaxAbsScaler",
+        "MinMaxScaler",
+        "Normalizer",
+        "PowerTransformer",
+        "QuantileTransformer",
+        "RobustScaler",
+        "StandardScaler",
+    ),
+    "sklearn.preprocessing._discretization": ("KBinsDiscretizer",),
+    "sklearn.preprocessing._encoders": (
+        "OneHotEncoder",
+        "OrdinalEncoder",
+    ),
+    "sklearn.preprocessing._function_transformer": ("FunctionTransformer",),
+    "sklearn.preprocessing._label": (
+        "LabelBinarizer",
+        "LabelEncoder",
+        "MultiLabelBinarizer",
+    ),
+    "sklearn.preprocessing._polynomial": (
+        "PolynomialFeatures",
+        "SplineTransformer",
+    ),
+    "sklearn.preprocessing._target_encoder": ("TargetEncoder",),
+    "sklearn.random_projection": (
+        "GaussianRandomProjection",
+        "SparseRandomProjection",
+    ),
+    "sklearn.semi_supervised._label_propagation": (
+        "LabelPropagation",
+        "LabelSpreading",
+    ),
+    "sklearn.semi_supervised._self_training": ("SelfTrainingClassifier",),
+    "sklearn.svm._classes": (
+        "LinearSVC",
+        "LinearSVR",
+        "NuSVC",
+        "NuSVR",
+        "OneClassSVM",
+        "SVC",
+        "SVR",
+    ),
+    "sklearn.tree._classes": (
+        "DecisionTreeClassifier",
+        "DecisionTreeRegressor",
+        "ExtraTreeClassifier",
+        "ExtraTreeRegressor",
+    ),
+}
+
+# Only joblib files may carry joblib's array placeholder; its bytes follow it in the file.
+JOBLIB_ARRAY_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+
+
+def canonical(module: str, name: str) -> tuple[str, str]:
+    """Python 2 spellings (`__builtin__`, `copy_reg`) as Python 3 resolves them, so one list covers both."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _pairs(table: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:
+    return {(module, name) for module, names in table.items() for name in names}
+
+
+BASE: frozenset[tuple[str, str]] = frozenset(
+    _pairs(_NUMPY) | _pairs(_PYTHON) | _pairs(_SCIPY) | _pairs(_SKLEARN_STATE) | _pairs(_SKLEARN_ESTIMATORS)
+)
+
+
+def parse_extra(raw: str) -> frozenset[tuple[str, str]]:
+    """`PICKLE_ALLOWLIST_EXTRA`: comma-separated `module:name` (or `module.name`, split at the last dot)."""
+    pairs = set()
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        module, sep, name = item.partition(":") if ":" in item else item.rpartition(".")
+        if not sep or not module or not name:
+            raise ValueError(f"PICKLE_ALLOWLIST_EXTRA entry {item!r} is not module:name")
+        pairs.add((module, name))
+    return frozenset(pairs)
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Which globals a model may import; `joblib` adds joblib's array placeholder."""
+
+    extra: frozenset[tuple[str, str]] = frozenset()
+    joblib: bool = False
+
+    def allows(self, module: str, name: str) -> bool:
+        pair = canonical(module, name)
+        return pair in BASE or pair in self.extra or (self.joblib and pair == JOBLIB_ARRAY_WRAPPER)
+
+    def for_format(self, fmt: str) -> Allowlist:
+        return Allowlist(self.extra, joblib=fmt == "joblib")

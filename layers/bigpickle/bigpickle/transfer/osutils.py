@@ -1,0 +1,61 @@
+"""The file operations a copy makes, behind one seam (tests inject ENOSPC/EFBIG here)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from bigpickle.errors import StorageFullError
+
+_FULL = {errno.ENOSPC: "no space left", errno.EFBIG: "file too large", errno.EDQUOT: "disk quota exceeded"}
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path, size: int) -> Iterator[None]:
+    """Turn 'the model does not fit' OS errors into a StorageFullError that says so."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _FULL:
+            raise StorageFullError(
+                f"cannot write {path} ({size} bytes): {_FULL[error.errno]} ({os.strerror(error.errno)})"
+            ) from error
+        raise
+
+
+class OSUtils:
+    """Positional file I/O; one instance is shared by every worker thread (all methods are thread-safe)."""
+
+    def open_rw(self, path: Path, *, truncate: bool) -> int:
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+        return os.open(path, flags, 0o644)
+
+    def allocate(self, fd: int, size: int) -> None:
+        """Give the file its final size before any part lands. ftruncate, not posix_fallocate: on NFS
+        (EFS) glibc emulates fallocate by writing every block, which would copy the model twice."""
+        os.ftruncate(fd, size)
+
+    def free_bytes(self, path: Path) -> int:
+        stat = os.statvfs(path)
+        return stat.f_bavail * stat.f_frsize
+
+    def pwrite(self, fd: int, data: memoryview, offset: int) -> None:
+        while data:
+            written = os.pwrite(fd, data, offset)
+            data = data[written:]
+            offset += written
+
+    def preadinto(self, fd: int, buffer: memoryview, offset: int) -> int:
+        return os.preadv(fd, [buffer], offset)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def file_size(self, fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def close(self, fd: int) -> None:
+        os.close(fd)

@@ -1,0 +1,194 @@
+"""The staging engine's own rules, on moto S3 and a temp folder: memory budget arithmetic, the resume
+journal, disk full, checkpoint + continuation near the Lambda time limit, progress steps."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bigpickle.config import Settings
+from bigpickle.errors import StagingError, StorageFullError
+from bigpickle.staging import CONTINUATION_KEY, StageOptions, stage_event, stage_object
+from bigpickle.store import ModelStore
+from bigpickle.transfer import OSUtils, TransferConfig
+from bigpickle.transfer.journal import Journal
+from bigpickle.transfer.progress import ProgressTracker
+from bigpickle.units import MiB
+
+from tests.helpers import BUCKET, s3_put_event, weights_pickle
+
+KEY = "models/weights/model.pkl"
+
+
+@pytest.fixture
+def one_mib_parts(models_root: Path) -> Settings:
+    return Settings.from_env(
+        {"MODELS_ROOT": str(models_root), "STAGE_PART_SIZE_MIB": "1", "STAGE_CONCURRENCY": "2", "KEEP_VERSIONS": "2"}
+    )
+
+
+# -- memory budget --
+
+
+@pytest.mark.parametrize(
+    ("budget_mib", "part_mib", "concurrency"), [(128, 8, 8), (128, 8, 64), (64, 16, 8), (40, 4, 16), (1024, 8, 32)]
+)
+def test_the_buffers_and_workers_a_budget_allows_fit_inside_it(
+    budget_mib: int, part_mib: int, concurrency: int
+) -> None:
+    config = TransferConfig(part_size=part_mib * MiB, concurrency=concurrency, memory_budget=budget_mib * MiB)
+
+    assert 1 <= config.workers <= concurrency
+    assert config.buffers >= config.workers
+    assert config.peak_buffer_bytes + 16 * MiB + config.workers * 2 * MiB <= budget_mib * MiB
+
+
+def test_a_budget_too_small_for_one_part_is_refused_with_the_minimum() -> None:
+    with pytest.raises(ValueError, match="cannot hold one 64 MiB part"):
+        TransferConfig(part_size=64 * MiB, memory_budget=64 * MiB)
+
+
+# -- journal --
+
+
+def test_a_journal_resumes_only_the_object_version_and_part_size_it_was_written_for(tmp_path: Path) -> None:
+    identity = {"bucket": "b", "key": "k", "etag": '"e1"', "version_id": None, "size": 10, "part_size": 1}
+    Journal(tmp_path / "model.pkl", identity).save([0, 1, 2, 7])
+
+    assert Journal(tmp_path / "model.pkl", identity).load() == {0, 1, 2, 7}
+    assert Journal(tmp_path / "model.pkl", {**identity, "etag": '"e2"'}).load() is None
+    assert Journal(tmp_path / "model.pkl", {**identity, "part_size": 2}).load() is None
+    assert Journal(tmp_path / "other.pkl", identity).load() is None
+
+
+# -- disk full / file too large --
+
+
+class FullDisk(OSUtils):
+    """The file system fills up after `good_writes` parts (or refuses the file's size outright)."""
+
+    def __init__(self, error: int, good_writes: int = 1) -> None:
+        self.error = error
+        self.good_writes = good_writes
+
+    def allocate(self, fd: int, size: int) -> None:
+        if self.error == errno.EFBIG:
+            raise OSError(errno.EFBIG, "File too large")
+        super().allocate(fd, size)
+
+    def pwrite(self, fd: int, data: memoryview, offset: int) -> None:
+        if self.good_writes <= 0:
+            raise OSError(self.error, "No space left on device")
+        self.good_writes -= 1
+        super().pwrite(fd, data, offset)
+
+
+@pytest.mark.parametrize(("error", "message"), [(errno.ENOSPC, "no space left"), (errno.EFBIG, "file too large")])
+def test_given_the_disk_fills_up_then_the_error_says_so_the_copy_is_removed_and_current_serves(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings, error: int, message: str
+) -> None:
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=weights_pickle(1))
+    current = stage_object(moto_s3, store, one_mib_parts, BUCKET, KEY)
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=weights_pickle(4, seed=1))
+
+    with pytest.raises(StorageFullError, match=f"cannot write .*model.pkl \\(\\d+ bytes\\): {message}"):
+        stage_object(moto_s3, store, one_mib_parts, BUCKET, KEY, options=StageOptions(osutils=FullDisk(error)))
+
+    assert store.current_version("weights") == current.version
+    assert store.list_versions("weights") == [current.version]
+    assert not list((store.model_dir("weights") / "incoming").glob("*/*"))
+
+
+# -- time limit: checkpoint, continue, bounded --
+
+
+class Clock:
+    """A Lambda context whose remaining time runs out after `calls` questions."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:stage"
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls -= 1
+        return 900_000 if self.calls > 0 else 1_000
+
+
+def test_near_the_time_limit_staging_checkpoints_and_a_continuation_finishes_it(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings
+) -> None:
+    data = weights_pickle(6)
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
+    event = s3_put_event(BUCKET, KEY)
+    invoked: list[dict[str, Any]] = []
+    records = [(BUCKET, KEY, None)]
+
+    first = stage_event(
+        event, Clock(calls=3), client=moto_s3, store=store, settings=one_mib_parts, invoke=invoked.append,
+        records=records,
+    )
+
+    assert [r.status for r in first] == ["checkpointed"]
+    assert store.current_version("weights") is None
+    assert len(invoked) == 1 and invoked[0][CONTINUATION_KEY] == {"count": 1}
+    assert invoked[0]["Records"] == event["Records"]
+
+    second = stage_event(
+        invoked[0], Clock(calls=10**6), client=moto_s3, store=store, settings=one_mib_parts, invoke=invoked.append,
+        records=records,
+    )
+
+    assert [r.status for r in second] == ["published"]
+    assert second[0].resumed_bytes and second[0].resumed_bytes >= 2 * MiB
+    assert store.read_manifest("weights").sha256 == hashlib.sha256(data).hexdigest()
+    assert len(invoked) == 1
+
+
+def test_continuations_are_bounded(moto_s3: Any, store: ModelStore, one_mib_parts: Settings) -> None:
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=weights_pickle(3))
+    event = {**s3_put_event(BUCKET, KEY), CONTINUATION_KEY: {"count": one_mib_parts.stage_max_continuations}}
+
+    with pytest.raises(StagingError, match="did not finish within 9 invocations"):
+        stage_event(
+            event, Clock(calls=2), client=moto_s3, store=store, settings=one_mib_parts, invoke=lambda _p: None,
+            records=[(BUCKET, KEY, None)],
+        )
+
+
+# -- retention --
+
+
+def test_published_versions_beyond_keep_versions_are_removed_but_never_the_current_one(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings
+) -> None:
+    versions = []
+    for seed in range(3):
+        moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=weights_pickle(1, seed=seed))
+        versions.append(stage_object(moto_s3, store, one_mib_parts, BUCKET, KEY).version)
+    assert store.list_versions("weights") == sorted(versions)[-2:]  # KEEP_VERSIONS=2
+
+    store.set_current("weights", sorted(versions)[-2])  # rolled back to the older kept version
+    assert store.prune("weights", keep=1) == []
+    assert store.list_versions("weights") == sorted(versions)[-2:]
+    assert store.current_version("weights") == sorted(versions)[-2]
+
+
+# -- progress --
+
+
+def test_progress_is_reported_at_every_ten_percent_with_rate_and_eta() -> None:
+    now = [0.0]
+    reports: list[Any] = []
+    tracker = ProgressTracker(100 * MiB, reports.append, clock=lambda: now[0])
+
+    for _ in range(25):
+        now[0] += 0.5
+        tracker.tick(4 * MiB)
+
+    assert [round(r.percent) for r in reports] == [12, 20, 32, 40, 52, 60, 72, 80, 92, 100]
+    assert reports[0].mib_per_second == pytest.approx(8.0)
+    assert reports[0].eta_seconds == pytest.approx(11.0)
+    assert reports[-1].as_log()["eta_s"] == 0.0
