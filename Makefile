@@ -30,6 +30,7 @@ integration: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) .pytest_cache .ruff_cache .aws-sam

@@ -291,8 +291,10 @@ def main() -> int:
         warm_page_cache(efs)
         gib = model_bytes / 2**30
         print(f"model: {model_bytes:,} bytes ({gib:.2f} GiB) as a protocol-5 pickle\n")
-        print(f"{'strategy':<26} {'peak growth / model bytes':>26} {'load s':>8} {'held after / model':>19} "
-              f"{'first predict s':>16}")
+        print(
+            f"{'strategy':<26} {'peak growth / model bytes':>26} {'load s':>8} {'held after / model':>19} "
+            f"{'first predict s':>16}"
+        )
         report: dict[str, Any] = {"model_bytes": model_bytes, "strategies": {}}
         series = {}
         for strategy in STRATEGIES:
@@ -300,8 +302,11 @@ def main() -> int:
             peak_ratio = (done["peak"] - done["base"]) / model_bytes
             held_ratio = (done["after"] - done["base"]) / model_bytes
             report["strategies"][strategy] = {**done, "peak_ratio": peak_ratio, "held_ratio": held_ratio}
-            print(f"{strategy:<26} {peak_ratio:>25.2f}x {done['seconds']:>8.2f} {held_ratio:>18.2f}x "
-                  f"{done['predict']:>16.2f}", flush=True)
+            print(
+                f"{strategy:<26} {peak_ratio:>25.2f}x {done['seconds']:>8.2f} {held_ratio:>18.2f}x "
+                f"{done['predict']:>16.2f}",
+                flush=True,
+            )
             end = start + done["seconds"]  # the load only: a first predict touches mapped pages too
             series[strategy] = [
                 (t - start, (m - done["anon_base"]) / 2**30) for t, m in samples if start - 0.2 <= t <= end + 0.05
@@ -313,9 +318,11 @@ def main() -> int:
         done, _, _ = run_child(["--child", "overhead", str(efs), str(args.repeats)], sample=False)
         report["overhead"] = done["figures"]
         for rows, f in done["figures"].items():
-            print(f"  {rows:>5} row(s): bare {f['bare_ms']:.3f} ms, handler {f['handler_ms']:.3f} ms; overhead "
-                  f"side by side {f['overhead_ms']:.3f} ms ({f['overhead_pct']:.1f}%), "
-                  f"own {f['own_overhead_ms']:.3f} ms ({f['own_overhead_pct']:.1f}%)")
+            print(
+                f"  {rows:>5} row(s): bare {f['bare_ms']:.3f} ms, handler {f['handler_ms']:.3f} ms; overhead "
+                f"side by side {f['overhead_ms']:.3f} ms ({f['overhead_pct']:.1f}%), "
+                f"own {f['own_overhead_ms']:.3f} ms ({f['own_overhead_pct']:.1f}%)"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -188,8 +188,11 @@ def main() -> int:
             client.upload_fileobj(_IncompressiblePickle(size), BUCKET, KEY)
             print(f"uploaded {size} bytes in {time.perf_counter() - started:.1f}s", file=sys.stderr)
             env = {**os.environ, **server.env()}
-            for flag, name in (("part_size_mib", "STAGE_PART_SIZE_MIB"), ("concurrency", "STAGE_CONCURRENCY"),
-                               ("budget_mib", "STAGE_MEMORY_BUDGET_MIB")):
+            for flag, name in (
+                ("part_size_mib", "STAGE_PART_SIZE_MIB"),
+                ("concurrency", "STAGE_CONCURRENCY"),
+                ("budget_mib", "STAGE_MEMORY_BUDGET_MIB"),
+            ):
                 if getattr(args, flag) is not None:
                     env[name] = str(getattr(args, flag))
             env["POWERTOOLS_LOG_LEVEL"] = "WARNING"

@@ -1,6 +1,8 @@
 """The original failure: one numpy array larger than 2**31 - 1 bytes in a pickle. Staged from the real
 local S3 server with peak RSS under the default 128 MiB budget, and the sha256 of the bytes on disk
-matches the upload. Needs ~2.2 GB of RAM for a moment and ~7 GB of disk, so it runs only when asked:
+matches the upload; then the predict side loads it through the production path (restricted unpickler,
+sha256 verified while reading). Needs ~2.2 GB of RAM for a moment and ~7 GB of disk; `make test` runs it,
+and on its own:
 
     .venv/bin/pytest -m slow tests/integration/test_big_array.py
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bigpickle.loading import load_model_file
 from bigpickle.store import ModelStore
 from bigpickle.units import MiB
 
@@ -29,6 +32,7 @@ def test_a_pickle_of_one_array_over_2_gib_stages_with_bounded_memory_and_the_rig
     real_s3: Any, store: ModelStore, models_root: Path, tmp_path: Path
 ) -> None:
     array = np.random.default_rng(0).random(2**31 // 8 + 4096)  # 2 GiB + 32 KiB of float64
+    head, tail = array[:1000].copy(), array[-1000:].copy()
     assert array.nbytes > 2**31 - 1
     source = tmp_path / "model.pkl"
     with open(source, "wb") as f:
@@ -51,3 +55,8 @@ def test_a_pickle_of_one_array_over_2_gib_stages_with_bounded_memory_and_the_rig
     assert manifest.bytes == size and manifest.sha256 == sha256.hexdigest()
     assert manifest.details["pickle_protocol"] == 5
     assert store.model_path(manifest).stat().st_size == size
+
+    loaded = load_model_file(store.model_path(manifest), manifest.format, sha256=manifest.sha256)
+
+    assert loaded.nbytes > 2**31 - 1
+    assert np.array_equal(loaded[:1000], head) and np.array_equal(loaded[-1000:], tail)

@@ -35,9 +35,7 @@ NO_WAIT = RetryPolicy(attempts=4, sleep=lambda _s: None)
 
 @pytest.fixture
 def small_parts(models_root: Path) -> Settings:
-    return Settings.from_env(
-        {"MODELS_ROOT": str(models_root), "STAGE_PART_SIZE_MIB": "1", "STAGE_CONCURRENCY": "4"}
-    )
+    return Settings.from_env({"MODELS_ROOT": str(models_root), "STAGE_PART_SIZE_MIB": "1", "STAGE_CONCURRENCY": "4"})
 
 
 @pytest.fixture
@@ -55,9 +53,7 @@ def via_proxy(proxy: FaultProxy, s3_server: LocalS3Server) -> Any:
         region_name="us-east-1",
         aws_access_key_id=s3_server.access_key,
         aws_secret_access_key=s3_server.secret_key,
-        config=Config(
-            s3={"addressing_style": "path"}, read_timeout=1, connect_timeout=2, retries={"max_attempts": 3}
-        ),
+        config=Config(s3={"addressing_style": "path"}, read_timeout=1, connect_timeout=2, retries={"max_attempts": 3}),
     )
 
 

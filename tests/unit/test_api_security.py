@@ -181,8 +181,9 @@ def test_no_model_name_reaches_outside_models_root(name: str) -> None:
 
 
 def test_logs_carry_sizes_and_shapes_never_bodies_or_credentials(
-    api: Handler, caplog: pytest.LogCaptureFixture
+    api: Handler, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     caplog.set_level(logging.INFO, logger="bigpickle")  # whatever level an earlier test left in the environment
     event = copy.deepcopy(load_event("predict-single"))
     event["headers"]["authorization"] = "Bearer sk-SECRET-TOKEN-123"
@@ -193,10 +194,11 @@ def test_logs_carry_sizes_and_shapes_never_bodies_or_credentials(
     bad = copy.deepcopy(event)
     bad["body"] = json.dumps({"instances": [[5.654321, "secret-cell", 1.4, 0.2]]})
     api(bad, LocalLambdaContext())
-    records = [vars(record) for record in caplog.records]
-    logs = " ".join(map(str, records))
+    printed = capsys.readouterr().out  # Powertools' metrics lines (EMF) carry the per-request facts
+    metric_lines = [json.loads(line) for line in printed.splitlines() if line.startswith('{"_aws"')]
+    logs = " ".join(map(str, [vars(record) for record in caplog.records])) + printed
 
     assert response["statusCode"] == 200
-    assert any(r.get("rows") == 1 and r.get("request_bytes") for r in records)
+    assert any(line.get("rows") == 1 and line.get("request_bytes") for line in metric_lines)
     for secret in ("sk-SECRET-TOKEN-123", "5.123456", "5.654321"):
         assert secret not in logs

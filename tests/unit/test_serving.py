@@ -133,13 +133,24 @@ def test_health_is_loadable_then_ready(served: Handler, context: Any) -> None:
     assert (status, body["status"]) == (200, "ready")
 
 
-def test_health_is_503_when_nothing_is_staged(lambda_env: Path, context: Any) -> None:
-    (lambda_env / "iris").mkdir()
+@pytest.mark.parametrize("staging_started", [False, True])
+def test_health_is_503_when_nothing_is_staged(lambda_env: Path, context: Any, staging_started: bool) -> None:
+    if staging_started:
+        (lambda_env / "iris").mkdir()
     status, body, headers = call(predict_handler(), context, load_event("health"))
 
     assert status == 503
     assert body["error"]["code"] == "model_not_ready"
     assert headers["Retry-After"]
+
+
+def test_health_is_503_without_a_default_model(lambda_env: Path, context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_NAME", "")
+
+    status, body, _ = call(predict_handler(), context, load_event("health"))
+
+    assert status == 503
+    assert "MODEL_NAME" in body["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -237,9 +248,7 @@ def test_a_model_file_that_cannot_load_is_503_naming_the_version(
 # -- loading behaviour as clients see it (issue 5) --
 
 
-def test_the_models_route_lists_staged_models_and_which_version_is_loaded(
-    served: Handler, context: Any
-) -> None:
+def test_the_models_route_lists_staged_models_and_which_version_is_loaded(served: Handler, context: Any) -> None:
     call(served, context, load_event("predict-single"))  # loads iris
 
     status, body, _ = call(served, context, load_event("list-models"))
@@ -361,3 +370,24 @@ def test_an_old_protocol_pickle_still_loads_and_its_metadata_says_what_it_cost(
     assert status == 200
     assert body["load"]["pickle_protocol"] == 2
     assert body["load"]["memory_bytes"] > 2 * manifest.bytes  # priced at the measured ~2.3x
+
+
+@pytest.mark.parametrize(
+    ("rows", "status"),
+    [
+        ([[5.1, 3.5, 1.4, 0.2]], 200),  # plain numbers: the byte-level fast path
+        ([[5.1, None, 1.4, 0.2]], 200),  # null -> NaN, which the forest handles
+        ([[True, False, 1.4, 0.2]], 200),  # booleans count as 0/1
+        ([[1, 0, 1, 1]], 200),
+        ([["5.1", 3.5, 1.4, 0.2]], 400),  # a number inside a string is text, never silently converted
+    ],
+)
+def test_cells_mean_what_the_docs_say_on_every_path(
+    served: Handler, context: Any, trained: dict[str, Any], rows: list[list[Any]], status: int
+) -> None:
+    got_status, body, _ = call(served, context, with_body("predict-single", {"instances": rows}))
+
+    assert got_status == status, body
+    if status == 200:
+        cells = [[np.nan if v is None else float(v) for v in row] for row in rows]
+        assert body["predictions"] == trained["iris"][0].predict(np.asarray(cells)).tolist()

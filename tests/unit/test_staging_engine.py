@@ -127,7 +127,12 @@ def test_near_the_time_limit_staging_checkpoints_and_a_continuation_finishes_it(
     records = [(BUCKET, KEY, None)]
 
     first = stage_event(
-        event, Clock(calls=3), client=moto_s3, store=store, settings=one_mib_parts, invoke=invoked.append,
+        event,
+        Clock(calls=3),
+        client=moto_s3,
+        store=store,
+        settings=one_mib_parts,
+        invoke=invoked.append,
         records=records,
     )
 
@@ -137,7 +142,12 @@ def test_near_the_time_limit_staging_checkpoints_and_a_continuation_finishes_it(
     assert invoked[0]["Records"] == event["Records"]
 
     second = stage_event(
-        invoked[0], Clock(calls=10**6), client=moto_s3, store=store, settings=one_mib_parts, invoke=invoked.append,
+        invoked[0],
+        Clock(calls=10**6),
+        client=moto_s3,
+        store=store,
+        settings=one_mib_parts,
+        invoke=invoked.append,
         records=records,
     )
 
@@ -153,7 +163,12 @@ def test_continuations_are_bounded(moto_s3: Any, store: ModelStore, one_mib_part
 
     with pytest.raises(StagingError, match="did not finish within 9 invocations"):
         stage_event(
-            event, Clock(calls=2), client=moto_s3, store=store, settings=one_mib_parts, invoke=lambda _p: None,
+            event,
+            Clock(calls=2),
+            client=moto_s3,
+            store=store,
+            settings=one_mib_parts,
+            invoke=lambda _p: None,
             records=[(BUCKET, KEY, None)],
         )
 

@@ -36,9 +36,7 @@ def test_the_sample_warmup_event_makes_the_predict_function_load_the_model(
     assert json.loads(health["body"])["status"] == "ready"  # loaded by the warm-up, not by a request
 
 
-def test_a_warmup_for_a_model_that_is_not_staged_reports_why_instead_of_raising(
-    lambda_env: Path, context: Any
-) -> None:
+def test_a_warmup_for_a_model_that_is_not_staged_reports_why_instead_of_raising(lambda_env: Path, context: Any) -> None:
     answer = predict_handler()(warmup_event("ghost"), context)
 
     assert answer["status"] == "failed" and answer["error"]["code"] == "model_not_found"

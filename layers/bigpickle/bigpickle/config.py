@@ -44,7 +44,7 @@ class Settings:
     max_body_bytes: int
     part_size_bytes: int
     # Staging engine (docs/staging.md explains how the defaults were measured).
-    stage_concurrency: int = 8
+    stage_concurrency: int = 4
     stage_memory_budget_bytes: int = 128 * MiB
     stage_checkpoint_seconds: int = 60
     stage_max_continuations: int = 8
@@ -68,7 +68,7 @@ class Settings:
             model_name=env.get("MODEL_NAME", "").strip(),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 6 * MiB),
             part_size_bytes=_int(env, "STAGE_PART_SIZE_MIB", 8) * MiB,
-            stage_concurrency=_int(env, "STAGE_CONCURRENCY", 8),
+            stage_concurrency=_int(env, "STAGE_CONCURRENCY", 4),
             stage_memory_budget_bytes=_int(env, "STAGE_MEMORY_BUDGET_MIB", 128) * MiB,
             stage_checkpoint_seconds=_int(env, "STAGE_CHECKPOINT_SECONDS", 60),
             stage_max_continuations=_int(env, "STAGE_MAX_CONTINUATIONS", 8),

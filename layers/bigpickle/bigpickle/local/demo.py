@@ -28,7 +28,7 @@ from bigpickle.local.s3server import LocalS3Server
 from bigpickle.local.samples import iris_forest
 
 PREDICT_EVENTS = ("predict-single", "predict-batch", "predict-by-feature-name")
-OTHER_EVENTS = ("metadata", "health", "bad-request", "malformed-json")
+OTHER_EVENTS = ("metadata", "list-models", "health", "bad-request", "malformed-json")
 
 
 def send(base_url: str, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -53,6 +53,15 @@ def request_rows(event: dict[str, Any], feature_names: list[str]) -> np.ndarray:
     if isinstance(rows[0], dict):
         rows = [[row[n] for n in feature_names] for row in rows]
     return np.asarray(rows, dtype=np.float64)
+
+
+def replay(base_url: str, name: str) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """Send events/<name>.json over HTTP and print the request and the answer."""
+    event = load_event(name)
+    status, answer = send(base_url, event)
+    method = event["requestContext"]["http"]["method"]
+    print(f"   {method} {event['rawPath']}  ({name})\n     -> {status} {json.dumps(answer)}")
+    return event, status, answer
 
 
 def run(workdir: Path) -> int:
@@ -90,24 +99,14 @@ def run(workdir: Path) -> int:
         print(f"5. predict handler serving on {bridge.url} (HTTP API payload 2.0 events)")
         try:
             for name in PREDICT_EVENTS:
-                event = load_event(name)
-                status, answer = send(bridge.url, event)
-                print(
-                    f"   {event['requestContext']['http']['method']} {event['rawPath']}  ({name})\n"
-                    f"     -> {status} {json.dumps(answer)}"
-                )
+                event, status, answer = replay(bridge.url, name)
                 expected = model.predict(request_rows(event, feature_names)).tolist()
                 check(
                     status == 200 and answer.get("predictions") == expected,
                     f"{name}: predictions equal the in-process model's {expected}",
                 )
             for name in OTHER_EVENTS:
-                event = load_event(name)
-                status, answer = send(bridge.url, event)
-                print(
-                    f"   {event['requestContext']['http']['method']} {event['rawPath']}  ({name})\n"
-                    f"     -> {status} {json.dumps(answer)}"
-                )
+                _, status, _ = replay(bridge.url, name)
                 wanted = 400 if name in ("bad-request", "malformed-json") else 200
                 check(status == wanted, f"{name}: HTTP {wanted}")
         finally:

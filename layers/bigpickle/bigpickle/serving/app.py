@@ -74,10 +74,15 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         metrics.add_metric(
             name="PredictLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
         )
-        logger.info(
-            "predicted",
-            extra={"model": name, "version": loaded.manifest.version, "rows": request.rows, "request_bytes": len(raw)},
-        )
+        # The request's size and shape (never its body) ride in the metrics line this invocation prints
+        # anyway: one structured line per request, where a separate log line cost ~0.4 ms of a 1 ms budget.
+        for key, value in (
+            ("model", name),
+            ("version", loaded.manifest.version),
+            ("rows", request.rows),
+            ("request_bytes", len(raw)),
+        ):
+            metrics.add_metadata(key=key, value=value)
         answer: dict[str, Any] = {
             "predictions": predictions,
             "model_name": name,
@@ -110,15 +115,22 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        name = default_model()
+        # Health speaks for the default model: anything short of servable is a 503, so whatever probes it
+        # waits and retries instead of sending traffic.
+        if not settings.model_name:
+            raise ModelNotReadyError("MODEL_NAME is not set, so there is no default model to report on")
+        name = settings.model_name
         state, version = registry.state(name)
         if state == "ready":
             return {"status": "ready", "model": name, "version": version}
         if state == "loading":
             raise ModelNotReadyError(f"model {name!r} version {version!r} is loading", retry_after_seconds=5)
-        manifest = registry.store.read_manifest(name)  # raises 404/503 when nothing is staged
+        try:
+            manifest = registry.store.read_manifest(name)
+        except ModelNotFoundError as exc:
+            raise ModelNotReadyError(f"no model is staged yet: {exc.message}", retry_after_seconds=30) from None
         if not registry.store.model_path(manifest).is_file():
-            raise ModelNotFoundError(f"model {name!r} version {manifest.version!r} has no model file")
+            raise ModelNotReadyError(f"model {name!r} version {manifest.version!r} has no model file; re-stage it")
         return {"status": "loadable", "model": name, "version": manifest.version}
 
     @app.exception_handler(BigPickleError)

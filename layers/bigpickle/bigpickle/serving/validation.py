@@ -132,13 +132,16 @@ class RequestValidator:
                 f"{len(instances)} instances; the limit is {self.limits.max_instances} (MAX_INSTANCES)",
                 code="too_many_instances",
             )
-        widest = max((len(row) for row in instances if isinstance(row, list | dict)), default=0)
+        matrix = _numeric_matrix(payload)
+        if matrix is not None:
+            widest = matrix.shape[1]
+        else:
+            widest = max((len(row) for row in instances if isinstance(row, list | dict)), default=0)
         if widest > self.limits.max_row_width:
             raise LimitExceededError(
                 f"a row has {widest} values; the limit is {self.limits.max_row_width} (MAX_ROW_WIDTH)",
                 code="row_too_wide",
             )
-        matrix = _numeric_matrix(payload)
         if matrix is not None:
             return matrix
         try:
@@ -219,7 +222,7 @@ def _numeric_rows(instances: list[Any], model: Any, matrix: np.ndarray | None = 
 def _cell(value: Any, row: int, column: int) -> float:
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not isinstance(value, Real):  # booleans are Real: they count as 0/1, as the schema says
         raise BadRequestError(f"instances[{row}][{column}] is {value!r}; the model takes numbers")
     return float(value)
 

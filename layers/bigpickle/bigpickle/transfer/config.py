@@ -22,7 +22,7 @@ class TransferConfig:
     """`workers` parallel ranged GETs of `part_size` bytes, within `memory_budget` bytes of RSS."""
 
     part_size: int = 8 * MiB
-    concurrency: int = 8
+    concurrency: int = 4
     memory_budget: int = 128 * MiB
     checkpoint_interval: float = 5.0  # seconds between journal checkpoints (work lost to a SIGKILL)
     read_size: int = READ_SIZE

@@ -279,8 +279,12 @@ class _Copy:
                     raise
                 logger.warning(
                     "part failed; retrying",
-                    extra={"part": part.index, "range": f"{part.start}-{part.end}", "attempt": attempt + 1,
-                           "error": f"{type(error).__name__}: {error}"},
+                    extra={
+                        "part": part.index,
+                        "range": f"{part.start}-{part.end}",
+                        "attempt": attempt + 1,
+                        "error": f"{type(error).__name__}: {error}",
+                    },
                 )
                 self.retry.backoff(attempt)
 

@@ -73,9 +73,7 @@ class Part:
 
 
 def split_parts(size: int, part_size: int) -> list[Part]:
-    return [
-        Part(i, start, min(start + part_size, size) - 1) for i, start in enumerate(range(0, size, part_size))
-    ]
+    return [Part(i, start, min(start + part_size, size) - 1) for i, start in enumerate(range(0, size, part_size))]
 
 
 def check_content_range(header: str | None, part: Part, size: int) -> None:
