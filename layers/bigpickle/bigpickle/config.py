@@ -37,28 +37,28 @@ def _choice(environ: Mapping[str, str], name: str, choices: Mapping[str, T], def
 
 @dataclass(frozen=True)
 class Settings:
-    """Runtime settings; see README "Configuration" for each one."""
+    """Runtime settings; see README "Configuration" for each one. Built by `from_env`, which holds every default."""
 
     models_root: Path
     model_name: str
     max_body_bytes: int
     part_size_bytes: int
     # Staging engine (docs/staging.md explains how the defaults were measured).
-    stage_concurrency: int = 4
-    stage_memory_budget_bytes: int = 128 * MiB
-    stage_checkpoint_seconds: int = 60
-    stage_max_continuations: int = 8
-    keep_versions: int = 3
+    stage_concurrency: int
+    stage_memory_budget_bytes: int
+    stage_checkpoint_seconds: int
+    stage_max_continuations: int
+    keep_versions: int
     # Loading and serving (docs/loading.md).
-    model_mmap: bool = False
-    model_refresh_seconds: int = 30
-    model_version_check: str = "strict"
-    function_memory_bytes: int | None = None  # AWS_LAMBDA_FUNCTION_MEMORY_SIZE, set by Lambda itself
-    predict_function_name: str = ""  # warm-up target, set on the stage function
+    model_mmap: bool
+    model_refresh_seconds: int
+    model_version_check: str
+    function_memory_bytes: int | None  # AWS_LAMBDA_FUNCTION_MEMORY_SIZE, set by Lambda itself
+    predict_function_name: str  # warm-up target, set on the stage function
     # Security (docs/security.md).
-    pickle_allowlist_extra: frozenset[tuple[str, str]] = frozenset()
-    max_instances: int = 10_000
-    max_row_width: int = 10_000
+    pickle_allowlist_extra: frozenset[tuple[str, str]]
+    max_instances: int
+    max_row_width: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from bigpickle.errors import ModelLoadError
+from bigpickle.safety.allowlist import Allowlist
 from bigpickle.safety.unpickler import load_verified
 from bigpickle.store import MODEL_FORMATS, model_format, write_file_atomically
 from bigpickle.units import KiB, MiB
@@ -52,7 +53,9 @@ MAX_INDEX_BYTES = 64 * MiB
 
 
 # ---- file -> object (issue 6 owns this body: restricted unpickler, sha256 while reading) ----
-def load_model_file(path: Path, fmt: str, *, mmap: bool = False, sha256: str | None = None) -> Any:
+def load_model_file(
+    path: Path, fmt: str, *, mmap: bool = False, sha256: str | None = None, allowlist: Allowlist | None = None
+) -> Any:
     """The one place a model file becomes an object. `mmap` maps large arrays read-only where the format allows.
 
     Only allowlisted globals are imported, the opcode scanner reads ahead of the unpickler, and the object
@@ -60,8 +63,8 @@ def load_model_file(path: Path, fmt: str, *, mmap: bool = False, sha256: str | N
     """
     if fmt == BIGPICKLE:
         with contextlib.closing(oob_buffers(path, read_layout(path), mmap=mmap)) as buffers:
-            return load_verified(path, fmt, sha256=sha256, buffers=buffers)
-    return load_verified(path, fmt, sha256=sha256, mmap=mmap)
+            return load_verified(path, fmt, sha256=sha256, buffers=buffers, allowlist=allowlist)
+    return load_verified(path, fmt, sha256=sha256, mmap=mmap, allowlist=allowlist)
 
 
 # ---- end of the file -> object step ----

@@ -26,6 +26,7 @@ from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mi
 from bigpickle.loading.compat import check_versions
 from bigpickle.loading.formats import load_model_file
 from bigpickle.observability import MetricUnit, logger, metrics
+from bigpickle.safety.allowlist import Allowlist
 from bigpickle.store import Manifest, ModelStore, validate_model_name
 from bigpickle.units import MiB
 
@@ -34,7 +35,8 @@ SWAP_WAIT_SECONDS = 1.0  # the request that notices a new version waits this lon
 ASSUMED_LOAD_RATE = 200 * MiB  # bytes per second, only to suggest a Retry-After
 MAX_RETRY_AFTER_SECONDS = 30
 
-Loader = Callable[..., Any]  # (path, fmt, *, mmap, sha256) -> model; loading.load_model_file unless a test injects one
+# (path, fmt, *, mmap, sha256, allowlist) -> model; loading.load_model_file unless a test injects one
+Loader = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ModelRegistry:
         refresh_seconds: float = 30,
         version_check: str = "strict",
         budget: MemoryBudget | None = None,
+        allowlist: Allowlist | None = None,
         request_wait_seconds: float = REQUEST_WAIT_SECONDS,
         loader: Loader = load_model_file,
         clock: Callable[[], float] = time.monotonic,
@@ -85,6 +88,7 @@ class ModelRegistry:
         self.refresh_seconds = refresh_seconds
         self.version_check = version_check
         self.budget = budget or MemoryBudget(limit=None, baseline=process_rss())
+        self.allowlist = allowlist  # None: the loader reads PICKLE_ALLOWLIST_EXTRA itself
         self.request_wait_seconds = request_wait_seconds
         self._loader = loader
         self._clock = clock
@@ -99,6 +103,7 @@ class ModelRegistry:
             refresh_seconds=settings.model_refresh_seconds,
             version_check=settings.model_version_check,
             budget=MemoryBudget(limit=settings.function_memory_bytes, baseline=process_rss()),
+            allowlist=Allowlist(settings.pickle_allowlist_extra),
             **seams,
         )
 
@@ -150,12 +155,7 @@ class ModelRegistry:
     def state(self, name: str) -> tuple[str, str | None]:
         """("ready" | "loading" | "not_loaded", version) without loading or reading anything."""
         with self._lock:
-            slot = self._slots.get(name)
-            if slot and slot.pending:
-                return "loading", slot.pending.version
-            if slot and slot.loaded:
-                return "ready", slot.loaded.manifest.version
-            return "not_loaded", None
+            return _state_of(self._slots.get(name))
 
     def list_models(self) -> dict[str, Any]:
         """Every staged or held model with its current and loaded versions, and the memory picture."""
@@ -165,7 +165,7 @@ class ModelRegistry:
         models = []
         for name in sorted(set(self.store.list_models()) | set(slots)):
             slot = slots.get(name) or _Slot()
-            state, _ = self.state(name)
+            state, _ = _state_of(slot)
             models.append(
                 {
                     "name": name,
@@ -238,7 +238,9 @@ class ModelRegistry:
         logger.info("loading model", extra={**log, "expected_memory_bytes": cost.bytes, "protocol": cost.protocol})
         rss_before, started = process_rss(), time.perf_counter()
         try:
-            model = self._loader(path, manifest.format, mmap=self.mmap, sha256=manifest.sha256)
+            model = self._loader(
+                path, manifest.format, mmap=self.mmap, sha256=manifest.sha256, allowlist=self.allowlist
+            )
         except BaseException as exc:
             logger.exception(
                 f"model {manifest.name!r} version {manifest.version!r} failed to load; re-stage it or roll back",
@@ -263,6 +265,14 @@ class ModelRegistry:
         with self._lock:
             slot.loaded, slot.pending = loaded, None
         future.set_result(loaded)
+
+
+def _state_of(slot: _Slot | None) -> tuple[str, str | None]:
+    if slot and slot.pending:
+        return "loading", slot.pending.version
+    if slot and slot.loaded:
+        return "ready", slot.loaded.manifest.version
+    return "not_loaded", None
 
 
 def describe(loaded: LoadedModel) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from bigpickle.serving.validation import (
     parse_json_body,
     parse_predict_request,
 )
-from bigpickle.store import validate_model_name
 
 
 def _dumps(obj: Any) -> str:
@@ -60,7 +59,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         raw = body_bytes(event.body, event.is_base64_encoded)
         body = parse_json_body(raw, settings.max_body_bytes)
         matrix = validator.check(body)
-        loaded = registry.get(validate_model_name(name))
+        loaded = registry.get(name)
         request = parse_predict_request(body, loaded.model, matrix)
         started = time.perf_counter()
         try:
@@ -107,7 +106,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @app.get("/v1/models/<name>")
     def model_metadata(name: str) -> dict[str, Any]:
-        return describe(registry.get(validate_model_name(name)))
+        return describe(registry.get(name))
 
     @app.get("/openapi.json")
     def openapi() -> dict[str, Any]:
