@@ -133,6 +133,16 @@ def _run_one(strategy: str, env: dict[str, str], dest_root: Path | None) -> dict
     return row
 
 
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (the lower middle one for an even count)."""
+    return sorted(rows, key=lambda r: r["mib_per_s"])[(len(rows) - 1) // 2]
+
+
+def _ratio(round_: list[dict[str, Any]], other: str) -> float:
+    by_name = {r["strategy"]: r["mib_per_s"] for r in round_}
+    return by_name["ours"] / by_name[other]
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     ours = next(r for r in rows if r["strategy"] == "ours")
     lines = [
@@ -165,6 +175,13 @@ def main() -> int:
     parser.add_argument("--budget-mib", type=int, help="STAGE_MEMORY_BUDGET_MIB for ours")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset, in run order")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="run every strategy this many times, interleaved, and report each one's median run (the machine's "
+        "noise moves single runs by +-20%%)",
+    )
+    parser.add_argument(
         "--sweep",
         help="also run ours with each PARTxCONCURRENCY in this comma-separated list (e.g. 8x4,16x8): how the "
         "defaults were chosen",
@@ -196,15 +213,17 @@ def main() -> int:
                 if getattr(args, flag) is not None:
                     env[name] = str(getattr(args, flag))
             env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-            rows = []
-            for strategy in args.strategies.split(","):
-                rows.append(_run_one(strategy, env, args.dest_dir))
-                print(f"{strategy}: {rows[-1]['mib_per_s']:.0f} MiB/s", file=sys.stderr)
+            runs: list[tuple[str, dict[str, str]]] = [(strategy, env) for strategy in args.strategies.split(",")]
             for variant in args.sweep.split(",") if args.sweep else []:
                 part, concurrency = variant.split("x")
-                variant_env = {**env, "STAGE_PART_SIZE_MIB": part, "STAGE_CONCURRENCY": concurrency}
-                rows.append({**_run_one("ours", variant_env, args.dest_dir), "strategy": f"ours {part}x{concurrency}"})
-                print(f"{rows[-1]['strategy']}: {rows[-1]['mib_per_s']:.0f} MiB/s", file=sys.stderr)
+                runs.append((f"ours {variant}", {**env, "STAGE_PART_SIZE_MIB": part, "STAGE_CONCURRENCY": concurrency}))
+            rounds: list[list[dict[str, Any]]] = []
+            for round_number in range(1, args.rounds + 1):
+                rounds.append([])
+                for name, run_env in runs:
+                    strategy = "ours" if name.startswith("ours") else name
+                    rounds[-1].append({**_run_one(strategy, run_env, args.dest_dir), "strategy": name})
+                    print(f"round {round_number}: {name}: {rounds[-1][-1]['mib_per_s']:.0f} MiB/s", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     from bigpickle.config import Settings
@@ -219,10 +238,18 @@ def main() -> int:
         f"object: {size} bytes on the local SeaweedFS S3 server; ours with {settings['part_size_mib']} MiB x "
         f"{settings['concurrency']}, budget {settings['budget_mib']} MiB"
     )
+    rows = [_median_row([r for round_ in rounds for r in round_ if r["strategy"] == name]) for name, _ in runs]
     if "ours" in args.strategies.split(","):
+        print(f"median of {args.rounds} interleaved rounds per strategy:")
         print(_table(rows))
+        for other in ("download_file", "single_stream"):
+            per_round = [_ratio(round_, other) for round_ in rounds if any(r["strategy"] == other for r in round_)]
+            if per_round:
+                print(f"ours / {other} per round: " + ", ".join(f"{ratio:.2f}x" for ratio in per_round))
     if args.json:
-        args.json.write_text(json.dumps({"object_bytes": size, "settings": settings, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"object_bytes": size, "settings": settings, "rows": rows, "rounds": rounds}, indent=2)
+        )
     return 0
 
 

@@ -102,6 +102,44 @@ def test_given_a_network_fault_when_staging_then_the_part_is_retried_and_the_cop
     assert published_bytes(store) == data
 
 
+class RangeRecordingClient:
+    """The real client, noting the Range of every GET."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.ranges: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        self.ranges.append(kwargs["Range"])
+        return self._client.get_object(**kwargs)
+
+
+def test_given_a_part_larger_than_a_buffer_dropped_midway_then_only_its_unwritten_rest_is_fetched_again(
+    real_s3: Any, via_proxy: Any, proxy: FaultProxy, store: ModelStore, small_parts: Settings
+) -> None:
+    data = weights_pickle(8, seed=5)
+    real_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
+    client = RangeRecordingClient(via_proxy)
+    client.head_bucket(Bucket=BUCKET)
+    # one GET per 4 MiB part, streamed through 1 MiB buffers; the drop comes inside the part's third MiB
+    config = TransferConfig(part_size=4 * MiB, buffer_size=1 * MiB, concurrency=2, memory_budget=32 * MiB)
+    proxy.arm(Fault("drop", after=2 * MiB + 300 * KiB))
+
+    result = stage_object(client, store, small_parts, BUCKET, KEY, options=StageOptions(retry=NO_WAIT, config=config))
+
+    assert proxy.fired == ["drop"]
+    assert result.status == "published"
+    assert published_bytes(store) == data
+    part_ranges = {f"bytes={start}-{min(start + 4 * MiB, len(data)) - 1}" for start in range(0, len(data), 4 * MiB)}
+    reopened = [r for r in client.ranges if r not in part_ranges]
+    assert set(client.ranges) - set(reopened) == part_ranges
+    assert len(reopened) == 1
+    assert reopened[0] in {f"bytes={start + 2 * MiB}-{start + 4 * MiB - 1}" for start in (0, 4 * MiB)}
+
+
 def test_given_a_flipped_byte_then_the_s3_checksum_catches_it_and_nothing_is_published(
     real_s3: Any, via_proxy: Any, proxy: FaultProxy, store: ModelStore, small_parts: Settings
 ) -> None:
@@ -252,15 +290,16 @@ def stage_measuring_rss(models_root: Path, key: str, budget_mib: int, part_mib: 
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize(("part_mib", "concurrency"), [(4, 16), (64, 4)], ids=["many-small-parts", "parts-over-budget"])
 def test_given_a_40_mib_budget_then_staging_a_much_larger_object_stays_within_it(
-    real_s3: Any, store: ModelStore, models_root: Path
+    real_s3: Any, store: ModelStore, models_root: Path, part_mib: int, concurrency: int
 ) -> None:
     data = weights_pickle(160, seed=7)
     real_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
     expected_sha256 = hashlib.sha256(data).hexdigest()
     del data
 
-    measured = stage_measuring_rss(models_root, KEY, budget_mib=40, part_mib=4, concurrency=16)
+    measured = stage_measuring_rss(models_root, KEY, budget_mib=40, part_mib=part_mib, concurrency=concurrency)
 
     assert measured["status"] == "published"
     assert measured["growth"] < 40 * MiB, f"peak RSS grew {measured['growth'] / MiB:.1f} MiB"

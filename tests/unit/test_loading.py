@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import gc
 import mmap
 import pickle
 import threading
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +258,41 @@ def test_a_model_that_cannot_fit_even_alone_evicts_nothing(tmp_path: Path, train
         registry.get("big")
 
     assert registry.state("small") == ("ready", small.version)
+
+
+# -- the garbage collector stays off the request path --
+
+
+@pytest.fixture
+def heap_restored() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+def test_a_loaded_model_is_frozen_out_of_collections_and_an_evicted_one_is_collected_cycles_and_all(
+    tmp_path: Path, trained: dict[str, Any], heap_restored: None
+) -> None:
+    cyclic = copy.deepcopy(trained["iris"][0])
+    cyclic.cycle_ = [cyclic]  # freed only by a collection, never by reference counting alone
+    size = publish_model(tmp_path, "cyclic", cyclic).bytes
+    publish_model(tmp_path, "other", trained["iris"][0])
+    evicted: list[weakref.ref[Any]] = []
+    evicted_alive_at_next_load: list[bool] = []
+
+    def loader(path: Path, fmt: str, **options: Any) -> Any:
+        if evicted:
+            evicted_alive_at_next_load.append(evicted[0]() is not None)
+        return load_model_file(path, fmt, **options)
+
+    registry = registry_for(tmp_path, budget=MemoryBudget(limit=int(1.5 * size), baseline=0), loader=loader)
+    evicted.append(weakref.ref(registry.get("cyclic").model))
+
+    assert gc.get_freeze_count() > 0, "after a load, what is alive is frozen"
+
+    registry.get("other")  # evicts the cyclic model to make room
+
+    assert registry.state("cyclic")[0] == "not_loaded"
+    assert evicted_alive_at_next_load == [False], "the evicted model, cycle and all, is freed BEFORE the next load"
 
 
 # -- hot swap and rollback --

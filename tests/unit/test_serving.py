@@ -380,6 +380,9 @@ def test_an_old_protocol_pickle_still_loads_and_its_metadata_says_what_it_cost(
         ([[True, False, 1.4, 0.2]], 200),  # booleans count as 0/1
         ([[1, 0, 1, 1]], 200),
         ([["5.1", 3.5, 1.4, 0.2]], 400),  # a number inside a string is text, never silently converted
+        ([[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, "1.8"]], 400),  # ... in any row
+        ([[5.1, 3.5, 1.4, 0.2], {}], 400),  # a row that is not a list of numbers
+        ([[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1]], 400),  # rows of different lengths
     ],
 )
 def test_cells_mean_what_the_docs_say_on_every_path(

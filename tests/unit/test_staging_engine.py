@@ -46,9 +46,16 @@ def test_the_buffers_and_workers_a_budget_allows_fit_inside_it(
     assert config.peak_buffer_bytes + 16 * MiB + config.workers * 2 * MiB <= budget_mib * MiB
 
 
-def test_a_budget_too_small_for_one_part_is_refused_with_the_minimum() -> None:
-    with pytest.raises(ValueError, match="cannot hold one 64 MiB part"):
-        TransferConfig(part_size=64 * MiB, memory_budget=64 * MiB)
+def test_a_budget_too_small_for_one_buffer_is_refused_with_the_minimum() -> None:
+    with pytest.raises(ValueError, match=r"cannot hold one 8 MiB buffer .* at least 26 MiB"):
+        TransferConfig(part_size=64 * MiB, memory_budget=24 * MiB)
+
+
+def test_parts_larger_than_a_buffer_cost_buffers_not_parts() -> None:
+    config = TransferConfig(part_size=64 * MiB, concurrency=2, memory_budget=64 * MiB, buffer_size=8 * MiB)
+
+    assert config.workers == 2
+    assert config.peak_buffer_bytes == config.buffers * 8 * MiB <= 64 * MiB - 16 * MiB - 2 * 2 * MiB
 
 
 # -- journal --

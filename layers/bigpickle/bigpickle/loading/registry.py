@@ -22,6 +22,7 @@ import sklearn
 
 from bigpickle.config import Settings
 from bigpickle.errors import BigPickleError, ModelLoadError, ModelNotReadyError
+from bigpickle.loading import heap
 from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mib, process_rss
 from bigpickle.loading.compat import check_versions
 from bigpickle.loading.formats import load_model_file
@@ -232,6 +233,7 @@ class ModelRegistry:
             slot.loaded = None
             if victim != name and not slot.pending:
                 del self._slots[victim]
+        heap.collect_released()
 
     def _load(self, slot: _Slot, manifest: Manifest, path: Path, cost: LoadCost, future: Future[LoadedModel]) -> None:
         log = {"model": manifest.name, "version": manifest.version, "bytes": manifest.bytes, "mmap": self.mmap}
@@ -264,6 +266,7 @@ class ModelRegistry:
         logger.info("model loaded", extra={**log, "seconds": round(seconds, 3), "rss_growth_bytes": loaded.rss_growth})
         with self._lock:
             slot.loaded, slot.pending = loaded, None
+        heap.freeze_survivors()
         future.set_result(loaded)
 
 

@@ -19,7 +19,7 @@ from bigpickle.errors import (
     ModelNotReadyError,
     PredictionFailedError,
 )
-from bigpickle.loading import ModelRegistry, describe
+from bigpickle.loading import ModelRegistry, describe, heap
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.serving.validation import (
     RequestLimits,
@@ -46,6 +46,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> APIGatewayHttpResolver:
     settings = settings or Settings.from_env()
     registry = registry or ModelRegistry.from_settings(settings)
+    heap.tune_for_requests()
     app = APIGatewayHttpResolver(serializer=_dumps)
     validator = RequestValidator(RequestLimits.from_settings(settings))  # also the served OpenAPI document
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         event = app.current_event
         raw = body_bytes(event.body, event.is_base64_encoded)
         body = parse_json_body(raw, settings.max_body_bytes)
-        matrix = validator.check(body)
+        matrix = validator.check(body, raw)
         loaded = registry.get(name)
         request = parse_predict_request(body, loaded.model, matrix)
         started = time.perf_counter()

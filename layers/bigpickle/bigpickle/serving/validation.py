@@ -117,9 +117,10 @@ class RequestValidator:
             for kind, branch in zip((list, dict, str), branches, strict=True)
         }
 
-    def check(self, payload: Any) -> np.ndarray | None:
+    def check(self, payload: Any, body: bytes) -> np.ndarray | None:
         """Raise a 4xx for a body the schema refuses; return the rows as an array when the fast path built it
-        (parse_predict_request reuses it instead of converting the rows again)."""
+        (parse_predict_request reuses it instead of converting the rows again). `body` is the JSON `payload`
+        was parsed from."""
         if not isinstance(payload, dict) or "instances" not in payload:
             raise BadRequestError('request body must be a JSON object with an "instances" list')
         instances = payload["instances"]
@@ -132,7 +133,7 @@ class RequestValidator:
                 f"{len(instances)} instances; the limit is {self.limits.max_instances} (MAX_INSTANCES)",
                 code="too_many_instances",
             )
-        matrix = _numeric_matrix(payload)
+        matrix = _numeric_matrix(payload, body)
         if matrix is not None:
             widest = matrix.shape[1]
         else:
@@ -165,16 +166,35 @@ class RequestValidator:
         return exc.message.replace("data.", "", 1).replace("data ", "request body ", 1)
 
 
-def _numeric_matrix(payload: dict[str, Any]) -> np.ndarray | None:
+def _numeric_matrix(payload: dict[str, Any], body: bytes) -> np.ndarray | None:
     """The common body (rows of numbers, equal length) satisfies the schema by construction: numpy proves
-    it in one C pass, where the compiled schema costs a Python call per cell (~95 ms per 20,000 cells)."""
+    it in one C pass, where the compiled schema costs a Python call per cell (~95 ms per 20,000 cells).
+
+    When the body's only strings are its keys, every cell is a number, a boolean or null, and a float64
+    conversion maps those as the schema does (true 1, false 0, null NaN), a third faster than letting numpy
+    discover the type. A string anywhere would be cast silently ("1.5" -> 1.5), so such a body takes the
+    path that finds the type and refuses text."""
     if not set(payload) <= {"instances", "probabilities"}:
         return None
     try:
-        array = np.asarray(payload["instances"])
+        if _strings_at_most(body, len(payload)):
+            array = np.array(payload["instances"], dtype=np.float64)
+        else:
+            array = np.asarray(payload["instances"])
     except (ValueError, TypeError, OverflowError):
         return None
     return array if array.ndim == 2 and array.shape[1] >= 1 and array.dtype.kind in "biuf" else None
+
+
+def _strings_at_most(body: bytes, count: int) -> bool:
+    """Whether the JSON `body` holds at most `count` strings (keys included): each has two quotes, and no
+    other JSON token has one. `find` runs at memchr speed, `count` several times slower."""
+    position = -1
+    for _ in range(2 * count + 1):
+        position = body.find(b'"', position + 1)
+        if position < 0:
+            return True
+    return False
 
 
 def parse_predict_request(payload: Any, model: Any, matrix: np.ndarray | None = None) -> PredictRequest:

@@ -1,4 +1,9 @@
-"""How a copy is shaped: part size, parallelism, and the memory budget both are derived from."""
+"""How a copy is shaped: request (part) size, parallelism, buffer size, and the memory budget they fit in.
+
+A part is one ranged GET and the unit the resume journal records; a buffer is what one worker holds in
+memory at a time. Parts larger than a buffer stream through several buffers, so a copy makes few
+requests (each costs the client and the server CPU) while its memory stays a handful of buffers.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +20,21 @@ FIXED_OVERHEAD = 16 * MiB
 # plus the socket's and the response's own buffers.
 PER_WORKER_OVERHEAD = 2 * MiB
 READ_SIZE = 1 * MiB  # one read from the socket; never "everything"
+BUFFER_SIZE = 8 * MiB
+MIN_BUFFERS = 6
 
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """`workers` parallel ranged GETs of `part_size` bytes, within `memory_budget` bytes of RSS."""
+    """`workers` parallel ranged GETs of `part_size` bytes through `buffers` buffers of `buffer_bytes`,
+    within `memory_budget` bytes of RSS."""
 
-    part_size: int = 8 * MiB
-    concurrency: int = 4
+    part_size: int = 32 * MiB
+    concurrency: int = 2
     memory_budget: int = 128 * MiB
     checkpoint_interval: float = 5.0  # seconds between journal checkpoints (work lost to a SIGKILL)
     read_size: int = READ_SIZE
+    buffer_size: int = BUFFER_SIZE  # the largest buffer; a smaller part needs only its own size
 
     def __post_init__(self) -> None:
         if self.part_size < self.read_size:
@@ -34,26 +43,32 @@ class TransferConfig:
             raise ValueError("concurrency must be at least 1")
         if self.workers < 1:
             raise ValueError(
-                f"a memory budget of {self.memory_budget // MiB} MiB cannot hold one {self.part_size // MiB} MiB "
-                f"part (it needs at least {(FIXED_OVERHEAD + PER_WORKER_OVERHEAD + self.part_size) // MiB} MiB)"
+                f"a memory budget of {self.memory_budget // MiB} MiB cannot hold one {self.buffer_bytes // MiB} "
+                f"MiB buffer (it needs at least {(FIXED_OVERHEAD + PER_WORKER_OVERHEAD + self.buffer_bytes) // MiB} "
+                "MiB)"
             )
+
+    @property
+    def buffer_bytes(self) -> int:
+        return min(self.part_size, self.buffer_size)
 
     @property
     def workers(self) -> int:
         """Parallel GETs: the setting, lowered until every worker's buffer and overhead fit the budget."""
-        per_worker = self.part_size + PER_WORKER_OVERHEAD
+        per_worker = self.buffer_bytes + PER_WORKER_OVERHEAD
         return min(self.concurrency, (self.memory_budget - FIXED_OVERHEAD) // per_worker)
 
     @property
     def buffers(self) -> int:
-        """Part buffers: one per worker, plus half as many spares (so workers run ahead while an earlier part
-        is slow or being hashed), as far as the budget allows. Memory follows concurrency; the budget caps it."""
-        room = (self.memory_budget - FIXED_OVERHEAD - self.workers * PER_WORKER_OVERHEAD) // self.part_size
-        return max(self.workers, min(room, self.workers + max(1, self.workers // 2)))
+        """One buffer per worker plus half as many spares, and at least MIN_BUFFERS, as far as the budget
+        allows: spares let workers run ahead while an earlier slice is slow or being hashed, which is what
+        keeps a few streams of large parts busy (measured with benchmarks/stage_bench.py)."""
+        room = (self.memory_budget - FIXED_OVERHEAD - self.workers * PER_WORKER_OVERHEAD) // self.buffer_bytes
+        return max(self.workers, min(room, max(MIN_BUFFERS, self.workers + self.workers // 2)))
 
     @property
     def peak_buffer_bytes(self) -> int:
-        return self.buffers * self.part_size
+        return self.buffers * self.buffer_bytes
 
     def client_config(self) -> Config:
         """A botocore config for the S3 client a copy uses: one pooled connection per worker, and

@@ -1,20 +1,21 @@
 """S3 object -> local file: parallel ranged GETs written at their offsets, consumed in order by sinks.
 
     workers (threads)                                   feeder (the calling thread)
-    take a free buffer -> take the next part index      for each part, in order:
-    GET the range into the buffer (readinto, retries)     wait until it is written (or re-read it
-    pwrite it at its offset -> hand it to the feeder      from the file when a previous run wrote it),
-                                                          feed it to every sink, return the buffer
+    take the next part; for each buffer-sized slice:    for each slice, in order:
+      take a free buffer, read the slice into it          wait until it is written (or re-read a part
+      (readinto; a failure reopens the range here),       a previous run wrote from the file),
+      pwrite it at its offset, hand it to the feeder      feed it to every sink, return the buffer
 
-Memory is the fixed pool of part buffers (`TransferConfig.buffers`): a worker takes a buffer before it
-takes a part, so the earliest unfed part always holds one and the pool cannot deadlock, and a slow part
-stalls the others only once every spare buffer waits behind it. The file is preallocated, so parts land
-anywhere; the journal records which landed durably, so a killed run resumes.
+A part is one GET (and one journal entry); it streams through buffers one slice at a time, so parts can
+be much larger than the memory a copy holds. Memory is the fixed pool of buffers (`TransferConfig.buffers`).
+The pool cannot deadlock: a worker takes the LAST free buffer only for the slice the feeder waits for, so
+slices further ahead never starve it, and a slow slice stalls the others only once every spare buffer
+waits behind it. The file is preallocated, so slices land anywhere; the journal records which parts landed
+durably, so a killed run resumes.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -90,22 +91,23 @@ class _Copy:
         # Shared between workers and the feeder, guarded by `cond`.
         self.cond = threading.Condition()
         self.written: set[int] = set()
-        self.ready: dict[int, bytearray] = {}
+        self.ready: dict[int, bytearray] = {}  # slice start offset -> its written buffer
+        self.feeding = -1  # start offset of the slice the feeder waits for
         self.failure: BaseException | None = None
         self.stopping = threading.Event()
         self.next_part = 0
         self.todo: list[Part] = []
         self.resumed_parts: set[int] = set()
         # None is a buffer not allocated yet: a small object never allocates the whole pool.
-        self.pool: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        self.pool: list[bytearray | None] = []
 
     def run(self) -> DownloadResult:
         started = time.monotonic()
         resumed = self.resumed_parts = self._open()
         try:
             self.todo = [p for p in self.parts if p.index not in resumed]
-            for _ in range(min(self.config.buffers, len(self.todo))):
-                self.pool.put(None)
+            slices = sum(-(-p.size // self.config.buffer_bytes) for p in self.todo)
+            self.pool = [None] * min(self.config.buffers, slices)
             workers = [
                 threading.Thread(target=self._worker, name=f"bigpickle-part-{i}", daemon=True)
                 for i in range(min(self.config.workers, len(self.todo)))
@@ -118,8 +120,6 @@ class _Copy:
                 self.stopping.set()
                 with self.cond:
                     self.cond.notify_all()
-                for _ in workers:
-                    self.pool.put(None)  # wake workers waiting for a buffer
                 for worker in workers:
                     worker.join()
             if self.failure is not None:
@@ -185,23 +185,28 @@ class _Copy:
             if part.index in self.resumed_parts:
                 self._refeed(part, refeed)
                 continue
-            buffer = self._wait_for(part)
-            if buffer is None:
-                return False
-            view = memoryview(buffer)[: part.size]
-            for sink in self.sinks:
-                sink.update(view)
-            view.release()
-            self.pool.put(buffer)
-            self.tracker.tick(part.size)
+            for start in range(part.start, part.end + 1, self.config.buffer_bytes):
+                buffer = self._wait_for(start)
+                if buffer is None:
+                    return False
+                size = min(self.config.buffer_bytes, part.end + 1 - start)
+                view = memoryview(buffer)[:size]
+                for sink in self.sinks:
+                    sink.update(view)
+                view.release()
+                self._give_back(buffer)
+                self.tracker.tick(size)
             if time.monotonic() >= next_checkpoint:
                 self._checkpoint()
                 next_checkpoint = time.monotonic() + self.config.checkpoint_interval
         return True
 
-    def _wait_for(self, part: Part) -> bytearray | None:
-        """The written buffer of `part`, or None when the copy must stop (failure or `should_stop`)."""
+    def _wait_for(self, start: int) -> bytearray | None:
+        """The written buffer of the slice at `start`, or None when the copy must stop (failure or
+        `should_stop`)."""
         with self.cond:
+            self.feeding = start
+            self.cond.notify_all()  # its worker may be waiting for the last free buffer
             while True:
                 if self.failure is not None:
                     return None
@@ -209,9 +214,14 @@ class _Copy:
                     self.stopping.set()
                     self.cond.notify_all()
                     return None
-                if part.index in self.ready:
-                    return self.ready.pop(part.index)
+                if start in self.ready:
+                    return self.ready.pop(start)
                 self.cond.wait(timeout=0.5)
+
+    def _give_back(self, buffer: bytearray | None) -> None:
+        with self.cond:
+            self.pool.append(buffer)
+            self.cond.notify_all()
 
     def _refeed(self, part: Part, buffer: memoryview) -> None:
         """Feed the sinks a part an earlier run already wrote, read back from the file."""
@@ -230,31 +240,21 @@ class _Copy:
 
     def _worker(self) -> None:
         while not self.stopping.is_set():
-            buffer = self.pool.get()
             part = self._take_part()
-            if part is None or self.stopping.is_set():
-                self.pool.put(buffer)
+            if part is None:
                 return
-            if buffer is None:
-                buffer = bytearray(self.config.part_size)
             try:
-                view = memoryview(buffer)[: part.size]
-                self._fetch(part, view)
-                with storage_errors(self.dest, self.obj.size):
-                    self.os.pwrite(self.fd, view, part.start)
-                view.release()
+                done = self._copy_part(part)
             except BaseException as error:
-                self.pool.put(buffer)
                 with self.cond:
                     self.failure = self.failure or error
                     self.stopping.set()
                     self.cond.notify_all()
                 return
+            if not done:
+                return
             with self.cond:
                 self.written.add(part.index)
-                self.ready[part.index] = buffer
-                self.fetched += part.size
-                self.cond.notify_all()
 
     def _take_part(self) -> Part | None:
         with self.cond:
@@ -264,37 +264,74 @@ class _Copy:
             self.next_part += 1
             return part
 
-    def _fetch(self, part: Part, view: memoryview) -> None:
-        for attempt in range(self.retry.attempts):
-            try:
-                body = open_part(self.client, self.obj, part)
-                try:
-                    self._read_exactly(body, view, part)
-                except BaseException:
-                    body.close()  # drop the connection: it is mid-body and cannot be reused
-                    raise
-                return
-            except Exception as error:
-                if not is_transient(error) or attempt + 1 == self.retry.attempts or self.stopping.is_set():
-                    raise
-                logger.warning(
-                    "part failed; retrying",
-                    extra={
-                        "part": part.index,
-                        "range": f"{part.start}-{part.end}",
-                        "attempt": attempt + 1,
-                        "error": f"{type(error).__name__}: {error}",
-                    },
-                )
-                self.retry.backoff(attempt)
+    def _take_buffer(self, start: int) -> bytearray | None:
+        """A free buffer for the slice at `start`; None when the copy is stopping."""
+        with self.cond:
+            while not self.stopping.is_set():
+                if self.pool and (len(self.pool) > 1 or start == self.feeding):
+                    break
+                self.cond.wait()
+            else:
+                return None
+            buffer = self.pool.pop()
+        return buffer if buffer is not None else bytearray(self.config.buffer_bytes)
 
-    def _read_exactly(self, body: Any, view: memoryview, part: Part) -> None:
+    def _copy_part(self, part: Part) -> bool:
+        """GET `part` and write it slice by slice, handing each slice to the feeder; a transient failure
+        reopens the range at the first slice not yet written. False when the copy stopped first."""
+        offset, failures, body, buffer = part.start, 0, None, None
+        try:
+            while offset <= part.end:
+                if buffer is None and (buffer := self._take_buffer(offset)) is None:
+                    return False
+                size = min(self.config.buffer_bytes, part.end + 1 - offset)
+                view = memoryview(buffer)[:size]
+                try:
+                    if body is None:
+                        body = open_part(self.client, self.obj, Part(part.index, offset, part.end))
+                    self._read_exactly(body, view, offset, part.end)
+                except Exception as error:
+                    if body is not None:
+                        body.close()  # drop the connection: it is mid-body and cannot be reused
+                        body = None
+                    failures += 1
+                    if not is_transient(error) or failures == self.retry.attempts or self.stopping.is_set():
+                        raise
+                    logger.warning(
+                        "part failed; retrying",
+                        extra={
+                            "part": part.index,
+                            "range": f"{offset}-{part.end}",
+                            "attempt": failures,
+                            "error": f"{type(error).__name__}: {error}",
+                        },
+                    )
+                    self.retry.backoff(failures - 1)
+                    continue
+                failures = 0
+                with storage_errors(self.dest, self.obj.size):
+                    self.os.pwrite(self.fd, view, offset)
+                view.release()
+                with self.cond:
+                    self.ready[offset] = buffer
+                    self.fetched += size
+                    self.cond.notify_all()
+                offset += size
+                buffer = None
+            return True
+        finally:
+            if buffer is not None:
+                self._give_back(buffer)
+            if body is not None and offset <= part.end:
+                body.close()
+
+    def _read_exactly(self, body: Any, view: memoryview, start: int, end: int) -> None:
         step = self.config.read_size
         received = 0
-        while received < part.size:
+        while received < len(view):
             got = body.readinto(view[received : received + step])
             if not got:
-                raise ShortPartError(f"part {part.start}-{part.end} ended after {received} of {part.size} bytes")
+                raise ShortPartError(f"range {start}-{end} ended after {received} bytes of the slice at {start}")
             received += got
 
     def _raise(self, error: BaseException) -> None:
