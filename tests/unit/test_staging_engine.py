@@ -13,7 +13,7 @@ from bigpickle.config import Settings
 from bigpickle.errors import StagingError, StorageFullError
 from bigpickle.staging import CONTINUATION_KEY, StageOptions, stage_event, stage_object
 from bigpickle.store import ModelStore
-from bigpickle.transfer import OSUtils, TransferConfig
+from bigpickle.transfer import OSUtils, RetryPolicy, TransferConfig
 from bigpickle.transfer.journal import Journal
 from bigpickle.transfer.progress import ProgressTracker
 from bigpickle.units import MiB
@@ -107,6 +107,21 @@ def test_given_the_disk_fills_up_then_the_error_says_so_the_copy_is_removed_and_
     assert store.current_version("weights") == current.version
     assert store.list_versions("weights") == [current.version]
     assert not list((store.model_dir("weights") / "incoming").glob("*/*"))
+
+
+def test_given_a_write_fails_otherwise_then_it_is_not_retried_as_a_network_fault(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings
+) -> None:
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=weights_pickle(4, seed=1))
+    backoffs: list[float] = []
+    options = StageOptions(osutils=FullDisk(errno.EIO), retry=RetryPolicy(sleep=backoffs.append))
+
+    with pytest.raises(OSError) as raised:
+        stage_object(moto_s3, store, one_mib_parts, BUCKET, KEY, options=options)
+
+    assert raised.value.errno == errno.EIO
+    assert backoffs == []
+    assert store.current_version("weights") is None
 
 
 # -- time limit: checkpoint, continue, bounded --

