@@ -18,7 +18,8 @@ app = create_app(settings, registry)
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+# Responses are users' predictions, up to MBs: never copied into X-Ray metadata (64 KB per segment).
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_warmup_event(event):
