@@ -4,6 +4,7 @@ journal, disk full, checkpoint + continuation near the Lambda time limit, progre
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -146,32 +147,23 @@ def test_near_the_time_limit_staging_checkpoints_and_a_continuation_finishes_it(
     moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
     event = s3_put_event(BUCKET, KEY)
     invoked: list[dict[str, Any]] = []
-    records = [(BUCKET, KEY, None)]
-
-    first = stage_event(
-        event,
-        Clock(calls=3),
+    stage = functools.partial(
+        stage_event,
         client=moto_s3,
         store=store,
         settings=one_mib_parts,
         invoke=invoked.append,
-        records=records,
+        records=[(BUCKET, KEY, None)],
     )
+
+    first = stage(event, Clock(calls=3))
 
     assert [r.status for r in first] == ["checkpointed"]
     assert store.current_version("weights") is None
     assert len(invoked) == 1 and invoked[0][CONTINUATION_KEY] == {"count": 1}
     assert invoked[0]["Records"] == event["Records"]
 
-    second = stage_event(
-        invoked[0],
-        Clock(calls=10**6),
-        client=moto_s3,
-        store=store,
-        settings=one_mib_parts,
-        invoke=invoked.append,
-        records=records,
-    )
+    second = stage(invoked[0], Clock(calls=10**6))
 
     assert [r.status for r in second] == ["published"]
     assert second[0].resumed_bytes and second[0].resumed_bytes >= 2 * MiB

@@ -185,17 +185,16 @@ class _Copy:
             if part.index in self.resumed_parts:
                 self._refeed(part, refeed)
                 continue
-            for start in range(part.start, part.end + 1, self.config.buffer_bytes):
-                buffer = self._wait_for(start)
+            for piece in part.split(self.config.buffer_bytes):
+                buffer = self._wait_for(piece.start)
                 if buffer is None:
                     return False
-                size = min(self.config.buffer_bytes, part.end + 1 - start)
-                view = memoryview(buffer)[:size]
+                view = memoryview(buffer)[: piece.size]
                 for sink in self.sinks:
                     sink.update(view)
                 view.release()
                 self._give_back(buffer)
-                self.tracker.tick(size)
+                self.tracker.tick(piece.size)
             if time.monotonic() >= next_checkpoint:
                 self._checkpoint()
                 next_checkpoint = time.monotonic() + self.config.checkpoint_interval
@@ -277,51 +276,58 @@ class _Copy:
         return buffer if buffer is not None else bytearray(self.config.buffer_bytes)
 
     def _copy_part(self, part: Part) -> bool:
-        """GET `part` and write it slice by slice, handing each slice to the feeder; a transient failure
-        reopens the range at the first slice not yet written. False when the copy stopped first."""
-        offset, failures, body, buffer = part.start, 0, None, None
+        """GET `part` and write it slice by slice, handing each slice to the feeder. False when the copy
+        stopped first."""
+        body = None
         try:
-            while offset <= part.end:
-                if buffer is None and (buffer := self._take_buffer(offset)) is None:
+            for piece in part.split(self.config.buffer_bytes):
+                buffer = self._take_buffer(piece.start)
+                if buffer is None:
                     return False
-                size = min(self.config.buffer_bytes, part.end + 1 - offset)
-                view = memoryview(buffer)[:size]
                 try:
-                    if body is None:
-                        body = open_part(self.client, self.obj, Part(part.index, offset, part.end))
-                    self._read_and_write(body, view, offset, part.end)
-                except Exception as error:
-                    if body is not None:
-                        body.close()  # drop the connection: it is mid-body and cannot be reused
-                        body = None
-                    failures += 1
-                    if not is_transient(error) or failures == self.retry.attempts or self.stopping.is_set():
-                        raise
-                    logger.warning(
-                        "part failed; retrying",
-                        extra={
-                            "part": part.index,
-                            "range": f"{offset}-{part.end}",
-                            "attempt": failures,
-                            "error": f"{type(error).__name__}: {error}",
-                        },
-                    )
-                    self.retry.backoff(failures - 1)
-                    continue
-                failures = 0
-                view.release()
+                    body = self._fill(body, part, piece, buffer)
+                except BaseException:
+                    self._give_back(buffer)
+                    raise
                 with self.cond:
-                    self.ready[offset] = buffer
-                    self.fetched += size
+                    self.ready[piece.start] = buffer
+                    self.fetched += piece.size
                     self.cond.notify_all()
-                offset += size
-                buffer = None
+            body = None  # read to its end: urllib3 has returned the connection to its pool
             return True
         finally:
-            if buffer is not None:
-                self._give_back(buffer)
-            if body is not None and offset <= part.end:
-                body.close()
+            if body is not None:
+                body.close()  # mid-body: the connection cannot be reused
+
+    def _fill(self, body: Any, part: Part, piece: Part, buffer: bytearray) -> Any:
+        """Read the slice `piece` into `buffer` and write it, continuing `body` (None: GET the rest of
+        `part` from the slice on); a transient failure drops the connection and GETs the rest again.
+        Returns the body to continue from."""
+        view = memoryview(buffer)[: piece.size]
+        failures = 0
+        while True:
+            try:
+                if body is None:
+                    body = open_part(self.client, self.obj, Part(part.index, piece.start, part.end))
+                self._read_and_write(body, view, piece.start, part.end)
+                return body
+            except Exception as error:
+                if body is not None:
+                    body.close()  # mid-body: the connection cannot be reused
+                    body = None
+                failures += 1
+                if not is_transient(error) or failures == self.retry.attempts or self.stopping.is_set():
+                    raise
+                logger.warning(
+                    "part failed; retrying",
+                    extra={
+                        "part": part.index,
+                        "range": f"{piece.start}-{part.end}",
+                        "attempt": failures,
+                        "error": f"{type(error).__name__}: {error}",
+                    },
+                )
+                self.retry.backoff(failures - 1)
 
     def _read_and_write(self, body: Any, view: memoryview, start: int, end: int) -> None:
         """Fill `view` (the slice at `start` of the range ending at `end`) from `body` in `read_size`

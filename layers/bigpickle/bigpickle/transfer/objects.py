@@ -71,6 +71,13 @@ class Part:
     def size(self) -> int:
         return self.end - self.start + 1
 
+    def split(self, size: int) -> list[Part]:
+        """This range as consecutive slices of at most `size` bytes (the buffers it streams through)."""
+        return [
+            Part(self.index, start, min(start + size, self.end + 1) - 1)
+            for start in range(self.start, self.end + 1, size)
+        ]
+
 
 def split_parts(size: int, part_size: int) -> list[Part]:
     return [Part(i, start, min(start + part_size, size) - 1) for i, start in enumerate(range(0, size, part_size))]
