@@ -166,9 +166,9 @@ def main() -> int:
     parser.add_argument(
         "--dest-dir",
         type=Path,
-        default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
-        help="where the copies go (default /dev/shm: RAM stands in for EFS, so the copies do not compete "
-        "with the S3 server for this machine's one disk)",
+        help="where the copies go (default: the temp dir, on this machine's disk: like EFS, a file system "
+        "behind a page cache with writeback; /dev/shm measures a RAM destination, where the page cache is the "
+        "storage and bypassing it saves nothing)",
     )
     parser.add_argument("--part-size-mib", type=int, help="STAGE_PART_SIZE_MIB for ours")
     parser.add_argument("--concurrency", type=int, help="STAGE_CONCURRENCY for ours")

@@ -74,3 +74,8 @@ def weights_pickle(megabytes: int, seed: int = 0) -> bytes:
     from bigpickle.units import MiB
 
     return pickle.dumps(np.random.default_rng(seed).random(megabytes * MiB // 8), protocol=5)
+
+
+def published_bytes(store: Any, name: str = "weights") -> bytes:
+    """The bytes of `name`'s current version as staging published them."""
+    return store.model_path(store.read_manifest(name)).read_bytes()

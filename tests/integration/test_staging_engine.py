@@ -25,7 +25,7 @@ from bigpickle.transfer import RetryPolicy, TransferConfig
 from bigpickle.units import KiB, MiB
 from botocore.config import Config
 
-from tests.helpers import BUCKET, weights_pickle
+from tests.helpers import BUCKET, published_bytes, weights_pickle
 
 pytestmark = pytest.mark.integration
 
@@ -55,10 +55,6 @@ def via_proxy(proxy: FaultProxy, s3_server: LocalS3Server) -> Any:
         aws_secret_access_key=s3_server.secret_key,
         config=Config(s3={"addressing_style": "path"}, read_timeout=1, connect_timeout=2, retries={"max_attempts": 3}),
     )
-
-
-def published_bytes(store: ModelStore, name: str = "weights") -> bytes:
-    return store.model_path(store.read_manifest(name)).read_bytes()
 
 
 def test_given_a_multi_part_object_when_staged_in_parallel_then_the_file_and_sha256_are_exact(

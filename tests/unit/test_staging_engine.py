@@ -1,11 +1,12 @@
 """The staging engine's own rules, on moto S3 and a temp folder: memory budget arithmetic, the resume
-journal, disk full, checkpoint + continuation near the Lambda time limit, progress steps."""
+journal, disk full, direct I/O, checkpoint + continuation near the Lambda time limit, progress steps."""
 
 from __future__ import annotations
 
 import errno
 import functools
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from bigpickle.transfer.journal import Journal
 from bigpickle.transfer.progress import ProgressTracker
 from bigpickle.units import MiB
 
-from tests.helpers import BUCKET, s3_put_event, weights_pickle
+from tests.helpers import BUCKET, published_bytes, s3_put_event, weights_pickle
 
 KEY = "models/weights/model.pkl"
 
@@ -123,6 +124,84 @@ def test_given_a_write_fails_otherwise_then_it_is_not_retried_as_a_network_fault
     assert raised.value.errno == errno.EIO
     assert backoffs == []
     assert store.current_version("weights") is None
+
+
+# -- direct I/O --
+
+
+class DirectIO(OSUtils):
+    """Direct I/O on any file system: the direct descriptor is a plain one (so this runs where O_DIRECT is
+    refused) and every write is recorded by the descriptor it went through. `refuse`: direct writes fail
+    with EINVAL, as on file systems that take O_DIRECT at open but not at write."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.direct_fds: set[int] = set()
+        self.direct: list[tuple[int, int]] = []  # (offset, length) of each write, by descriptor kind
+        self.cached: list[tuple[int, int]] = []
+
+    def open_direct(self, path: Path) -> int | None:
+        fd = os.open(path, os.O_WRONLY)
+        self.direct_fds.add(fd)
+        return fd
+
+    def pwrite(self, fd: int, data: memoryview, offset: int) -> None:
+        if fd in self.direct_fds:
+            if self.refuse:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            self.direct.append((offset, len(data)))
+        else:
+            self.cached.append((offset, len(data)))
+        super().pwrite(fd, data, offset)
+
+
+def test_given_direct_io_whole_blocks_bypass_the_page_cache_and_only_the_unaligned_tail_does_not(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings
+) -> None:
+    data = weights_pickle(3)
+    assert len(data) % 4096  # the object ends mid-block
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
+    osutils = DirectIO()
+
+    stage_object(moto_s3, store, one_mib_parts, BUCKET, KEY, options=StageOptions(osutils=osutils))
+
+    assert all(offset % 4096 == 0 and length % 4096 == 0 for offset, length in osutils.direct)
+    tail = len(data) - len(data) % 4096
+    assert osutils.cached == [(tail, len(data) - tail)]
+    assert sum(length for _, length in osutils.direct) == tail
+    assert published_bytes(store) == data
+
+
+def test_given_a_file_system_that_refuses_direct_writes_then_staging_writes_through_the_page_cache(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = weights_pickle(3, seed=2)
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
+    osutils = DirectIO(refuse=True)
+
+    stage_object(moto_s3, store, one_mib_parts, BUCKET, KEY, options=StageOptions(osutils=osutils))
+
+    assert osutils.direct == []
+    assert sum(length for _, length in osutils.cached) >= len(data)
+    assert published_bytes(store) == data
+    assert "direct I/O refused" in caplog.text
+
+
+def test_with_stage_direct_io_off_every_write_goes_through_the_page_cache(
+    moto_s3: Any, store: ModelStore, models_root: Path
+) -> None:
+    data = weights_pickle(2, seed=3)
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
+    settings = Settings.from_env(
+        {"MODELS_ROOT": str(models_root), "STAGE_PART_SIZE_MIB": "1", "STAGE_DIRECT_IO": "off"}
+    )
+    osutils = DirectIO()
+
+    stage_object(moto_s3, store, settings, BUCKET, KEY, options=StageOptions(osutils=osutils))
+
+    assert osutils.direct_fds == set()
+    assert sum(length for _, length in osutils.cached) == len(data)
+    assert published_bytes(store) == data
 
 
 # -- time limit: checkpoint, continue, bounded --

@@ -48,6 +48,7 @@ class Settings:
     stage_memory_budget_bytes: int
     stage_checkpoint_seconds: int
     stage_max_continuations: int
+    stage_direct_io: bool
     keep_versions: int
     # Loading and serving (docs/loading.md).
     model_mmap: bool
@@ -68,10 +69,11 @@ class Settings:
             model_name=env.get("MODEL_NAME", "").strip(),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 6 * MiB),
             part_size_bytes=_int(env, "STAGE_PART_SIZE_MIB", 32) * MiB,
-            stage_concurrency=_int(env, "STAGE_CONCURRENCY", 2),
+            stage_concurrency=_int(env, "STAGE_CONCURRENCY", 4),
             stage_memory_budget_bytes=_int(env, "STAGE_MEMORY_BUDGET_MIB", 128) * MiB,
             stage_checkpoint_seconds=_int(env, "STAGE_CHECKPOINT_SECONDS", 60),
             stage_max_continuations=_int(env, "STAGE_MAX_CONTINUATIONS", 8),
+            stage_direct_io=_choice(env, "STAGE_DIRECT_IO", {"on": True, "off": False}, "on"),
             keep_versions=_int(env, "KEEP_VERSIONS", 3),
             model_mmap=_choice(env, "MODEL_MMAP", {"on": True, "off": False}, "off"),
             model_refresh_seconds=_int(env, "MODEL_REFRESH_SECONDS", 30),

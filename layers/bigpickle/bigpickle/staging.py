@@ -91,6 +91,7 @@ def transfer_config(settings: Settings) -> TransferConfig:
         part_size=settings.part_size_bytes,
         concurrency=settings.stage_concurrency,
         memory_budget=settings.stage_memory_budget_bytes,
+        direct_io=settings.stage_direct_io,
     )
 
 

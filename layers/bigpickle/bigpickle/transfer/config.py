@@ -30,11 +30,13 @@ class TransferConfig:
     within `memory_budget` bytes of RSS."""
 
     part_size: int = 32 * MiB
-    concurrency: int = 2
+    concurrency: int = 4
     memory_budget: int = 128 * MiB
     checkpoint_interval: float = 5.0  # seconds between journal checkpoints (work lost to a SIGKILL)
     read_size: int = READ_SIZE
     buffer_size: int = BUFFER_SIZE  # the largest buffer; a smaller part needs only its own size
+    # Write around the page cache where the file system allows it (O_DIRECT); see osutils.open_direct.
+    direct_io: bool = True
 
     def __post_init__(self) -> None:
         if self.part_size < self.read_size:

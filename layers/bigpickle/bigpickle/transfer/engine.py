@@ -11,11 +11,14 @@ be much larger than the memory a copy holds. Memory is the fixed pool of buffers
 The pool cannot deadlock: a worker takes the LAST free buffer only for the slice the feeder waits for, so
 slices further ahead never starve it, and a slow slice stalls the others only once every spare buffer
 waits behind it. The file is preallocated, so slices land anywhere; the journal records which parts landed
-durably, so a killed run resumes.
+durably, so a killed run resumes. Slices are written around the page cache (O_DIRECT) where the file system
+allows it: buffers are page-aligned anonymous maps and slices start at MiB offsets, as direct I/O requires.
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +32,7 @@ from bigpickle.observability import logger
 from bigpickle.transfer.config import TransferConfig
 from bigpickle.transfer.journal import Journal
 from bigpickle.transfer.objects import ObjectInfo, Part, open_part, split_parts
-from bigpickle.transfer.osutils import OSUtils, storage_errors
+from bigpickle.transfer.osutils import DIRECT_IO_ALIGNMENT, OSUtils, storage_errors
 from bigpickle.transfer.progress import ProgressCallback, ProgressTracker
 from bigpickle.transfer.retry import RetryPolicy, ShortPartError, is_transient
 
@@ -87,11 +90,13 @@ class _Copy:
         self.journal = Journal(dest, {**obj.identity(), "part_size": config.part_size})
         self.tracker = ProgressTracker(obj.size, progress)
         self.fd = -1
+        self.direct_fd: int | None = None  # opened when the file system allows writes around the page cache
+        self.direct = False  # whether slices are written through `direct_fd`
         self.fetched = 0
         # Shared between workers and the feeder, guarded by `cond`.
         self.cond = threading.Condition()
         self.written: set[int] = set()
-        self.ready: dict[int, bytearray] = {}  # slice start offset -> its written buffer
+        self.ready: dict[int, mmap.mmap] = {}  # slice start offset -> its written buffer
         self.feeding = -1  # start offset of the slice the feeder waits for
         self.failure: BaseException | None = None
         self.stopping = threading.Event()
@@ -99,12 +104,15 @@ class _Copy:
         self.todo: list[Part] = []
         self.resumed_parts: set[int] = set()
         # None is a buffer not allocated yet: a small object never allocates the whole pool.
-        self.pool: list[bytearray | None] = []
+        self.pool: list[mmap.mmap | None] = []
 
     def run(self) -> DownloadResult:
         started = time.monotonic()
         resumed = self.resumed_parts = self._open()
         try:
+            if self.config.direct_io:
+                self.direct_fd = self.os.open_direct(self.dest)
+                self.direct = self.direct_fd is not None
             self.todo = [p for p in self.parts if p.index not in resumed]
             slices = sum(-(-p.size // self.config.buffer_bytes) for p in self.todo)
             self.pool = [None] * min(self.config.buffers, slices)
@@ -129,6 +137,8 @@ class _Copy:
                 return DownloadResult(False, self.fetched, self.tracker.resumed, time.monotonic() - started)
             self._finish()
         finally:
+            if self.direct_fd is not None:
+                self.os.close(self.direct_fd)
             self.os.close(self.fd)
         return DownloadResult(True, self.fetched, self.tracker.resumed, time.monotonic() - started)
 
@@ -200,7 +210,7 @@ class _Copy:
                 next_checkpoint = time.monotonic() + self.config.checkpoint_interval
         return True
 
-    def _wait_for(self, start: int) -> bytearray | None:
+    def _wait_for(self, start: int) -> mmap.mmap | None:
         """The written buffer of the slice at `start`, or None when the copy must stop (failure or
         `should_stop`)."""
         with self.cond:
@@ -217,7 +227,7 @@ class _Copy:
                     return self.ready.pop(start)
                 self.cond.wait(timeout=0.5)
 
-    def _give_back(self, buffer: bytearray | None) -> None:
+    def _give_back(self, buffer: mmap.mmap | None) -> None:
         with self.cond:
             self.pool.append(buffer)
             self.cond.notify_all()
@@ -263,7 +273,7 @@ class _Copy:
             self.next_part += 1
             return part
 
-    def _take_buffer(self, start: int) -> bytearray | None:
+    def _take_buffer(self, start: int) -> mmap.mmap | None:
         """A free buffer for the slice at `start`; None when the copy is stopping."""
         with self.cond:
             while not self.stopping.is_set():
@@ -273,7 +283,8 @@ class _Copy:
             else:
                 return None
             buffer = self.pool.pop()
-        return buffer if buffer is not None else bytearray(self.config.buffer_bytes)
+        # An anonymous map is page-aligned, as O_DIRECT requires of the memory it writes from.
+        return buffer if buffer is not None else mmap.mmap(-1, self.config.buffer_bytes)
 
     def _copy_part(self, part: Part) -> bool:
         """GET `part` and write it slice by slice, handing each slice to the feeder. False when the copy
@@ -299,7 +310,7 @@ class _Copy:
             if body is not None:
                 body.close()  # mid-body: the connection cannot be reused
 
-    def _fill(self, body: Any, part: Part, piece: Part, buffer: bytearray) -> Any:
+    def _fill(self, body: Any, part: Part, piece: Part, buffer: mmap.mmap) -> Any:
         """Read the slice `piece` into `buffer` and write it, continuing `body` (None: GET the rest of
         `part` from the slice on); a transient failure drops the connection and GETs the rest again.
         Returns the body to continue from."""
@@ -331,18 +342,41 @@ class _Copy:
 
     def _read_and_write(self, body: Any, view: memoryview, start: int, end: int) -> None:
         """Fill `view` (the slice at `start` of the range ending at `end`) from `body` in `read_size`
-        steps, writing each step at its offset while it is still in the CPU cache (measured: ~0.2 s of
-        system time per GiB less than writing the whole slice afterwards). A failure part-way leaves
-        some of the slice written; the retry rewrites it from its start."""
+        steps and write it at its offset: through the page cache, each step while it is still in the CPU
+        cache (measured: ~0.2 s of system time per GiB less than writing the whole slice afterwards); with
+        direct I/O, the whole slice in one write (the disk or NFS sees few large requests). A failure
+        part-way may leave some of the slice written; the retry rewrites it from its start."""
         step = self.config.read_size
+        cached = not self.direct
         received = 0
         while received < len(view):
             got = body.readinto(view[received : received + step])
             if not got:
                 raise ShortPartError(f"range {start}-{end} ended after {received} bytes of the slice at {start}")
-            with storage_errors(self.dest, self.obj.size):
-                self.os.pwrite(self.fd, view[received : received + got], start + received)
+            if cached:
+                self._write(view[received : received + got], start + received)
             received += got
+        if not cached:
+            self._write(view, start)
+
+    def _write(self, data: memoryview, offset: int) -> None:
+        """Write `data` at `offset`: its block-aligned head directly when direct I/O is on, the rest (the
+        object's unaligned last bytes, or everything) through the page cache."""
+        with storage_errors(self.dest, self.obj.size):
+            if self.direct and self.direct_fd is not None and offset % DIRECT_IO_ALIGNMENT == 0:
+                head = len(data) - len(data) % DIRECT_IO_ALIGNMENT
+                try:
+                    self.os.pwrite(self.direct_fd, data[:head], offset)
+                except OSError as error:
+                    if error.errno != errno.EINVAL:
+                        raise
+                    # Some file systems accept O_DIRECT at open and refuse the writes: go on cached.
+                    logger.warning("direct I/O refused; writing through the page cache", extra={"file": str(self.dest)})
+                    self.direct = False
+                else:
+                    data, offset = data[head:], offset + head
+            if data:
+                self.os.pwrite(self.fd, data, offset)
 
     def _raise(self, error: BaseException) -> None:
         """Transient faults that outlasted the retries keep what was written (journal) and raise a

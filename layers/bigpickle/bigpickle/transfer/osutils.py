@@ -9,6 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bigpickle.errors import StorageFullError
+from bigpickle.units import KiB
+
+# What O_DIRECT needs of a write's offset, length and memory address on the file systems staging meets
+# (the logical block size of local disks is 512 B or 4 KiB; NFS needs none).
+DIRECT_IO_ALIGNMENT = 4 * KiB
 
 _FULL = {errno.ENOSPC: "no space left", errno.EFBIG: "file too large", errno.EDQUOT: "disk quota exceeded"}
 
@@ -32,6 +37,21 @@ class OSUtils:
     def open_rw(self, path: Path, *, truncate: bool) -> int:
         flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         return os.open(path, flags, 0o644)
+
+    def open_direct(self, path: Path) -> int | None:
+        """A second, write-only descriptor on `path` whose writes bypass the page cache (O_DIRECT), or None
+        where the file system refuses it. Staging never reads the model back, so caching what it writes
+        only costs a copy per byte and dirty pages (on Lambda, in the function's own memory) that each
+        checkpoint's fsync must then wait for."""
+        flag = getattr(os, "O_DIRECT", 0)
+        if not flag:
+            return None
+        try:
+            return os.open(path, os.O_WRONLY | flag)
+        except OSError as error:
+            if error.errno == errno.EINVAL:
+                return None
+            raise
 
     def allocate(self, fd: int, size: int) -> None:
         """Give the file its final size before any part lands. ftruncate, not posix_fallocate: on NFS
