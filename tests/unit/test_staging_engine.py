@@ -7,6 +7,7 @@ import errno
 import functools
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,67 @@ def test_with_stage_direct_io_off_every_write_goes_through_the_page_cache(
     assert osutils.direct_fds == set()
     assert sum(length for _, length in osutils.cached) == len(data)
     assert published_bytes(store) == data
+
+
+# -- checkpoints off the copy's path --
+
+
+class SlowSync(OSUtils):
+    """The first fsync waits until every byte has been fed to the sinks (or `patience` runs out), as a
+    disk that takes long to flush; `fail` makes it fail instead, as NFS reports a lost write."""
+
+    def __init__(self, *, patience: float = 0.0, fail: bool = False) -> None:
+        self.patience = patience
+        self.fail = fail
+        self.fed = threading.Event()
+        self.first_sync_gave_up: bool | None = None  # True: feeding could not finish while it waited
+
+    def fsync(self, fd: int) -> None:
+        if self.first_sync_gave_up is None:
+            if self.fail:
+                self.first_sync_gave_up = False
+                raise OSError(errno.EIO, "Input/output error")
+            self.first_sync_gave_up = not self.fed.wait(self.patience)
+        super().fsync(fd)
+
+
+def test_a_checkpoint_waiting_for_the_disk_does_not_stop_the_copy(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings
+) -> None:
+    data = weights_pickle(8, seed=4)
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
+    osutils = SlowSync(patience=10)
+    config = TransferConfig(part_size=1 * MiB, concurrency=2, checkpoint_interval=0)
+
+    def progress(report: Any) -> None:
+        if report.done == report.total:
+            osutils.fed.set()
+
+    stage_object(
+        moto_s3,
+        store,
+        one_mib_parts,
+        BUCKET,
+        KEY,
+        options=StageOptions(osutils=osutils, config=config, progress=progress),
+    )
+
+    assert osutils.first_sync_gave_up is False  # every byte was fed while the first checkpoint's fsync waited
+    assert published_bytes(store) == data
+
+
+def test_a_checkpoint_whose_fsync_fails_fails_the_copy_and_nothing_is_published(
+    moto_s3: Any, store: ModelStore, one_mib_parts: Settings
+) -> None:
+    moto_s3.put_object(Bucket=BUCKET, Key=KEY, Body=weights_pickle(4, seed=5))
+    config = TransferConfig(part_size=1 * MiB, concurrency=2, checkpoint_interval=0)
+    options = StageOptions(osutils=SlowSync(fail=True), config=config)
+
+    with pytest.raises(OSError) as raised:
+        stage_object(moto_s3, store, one_mib_parts, BUCKET, KEY, options=options)
+
+    assert raised.value.errno == errno.EIO
+    assert store.current_version("weights") is None
 
 
 # -- time limit: checkpoint, continue, bounded --

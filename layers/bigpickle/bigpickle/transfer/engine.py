@@ -22,6 +22,7 @@ import mmap
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ class _Copy:
         self.resumed_parts: set[int] = set()
         # None is a buffer not allocated yet: a small object never allocates the whole pool.
         self.pool: list[mmap.mmap | None] = []
+        # Periodic checkpoints run here, so the feeder goes on while fsync waits for the disk.
+        self.checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigpickle-checkpoint")
+        self.checkpointing: Future[None] | None = None
 
     def run(self) -> DownloadResult:
         started = time.monotonic()
@@ -130,6 +134,9 @@ class _Copy:
                     self.cond.notify_all()
                 for worker in workers:
                     worker.join()
+                self.checkpoints.shutdown(wait=True)  # no checkpoint may touch the file after this
+            if self.checkpointing is not None:
+                self.checkpointing.result()  # a failed fsync fails the copy
             if self.failure is not None:
                 self._raise(self.failure)
             if not complete:
@@ -178,6 +185,15 @@ class _Copy:
         self.os.fsync(self.fd)
         self.journal.save(written | self.resumed_parts)
 
+    def _checkpoint_in_background(self) -> None:
+        """Start a checkpoint on the checkpoint thread, unless the previous one is still running (measured:
+        the fsync of 5 s of writes can take a second, which stalled hashing and then every worker)."""
+        if self.checkpointing is not None:
+            if not self.checkpointing.done():
+                return
+            self.checkpointing.result()  # a failed fsync fails the copy
+        self.checkpointing = self.checkpoints.submit(self._checkpoint)
+
     def _finish(self) -> None:
         with storage_errors(self.dest, self.obj.size):
             self.os.fsync(self.fd)
@@ -206,7 +222,7 @@ class _Copy:
                 self._give_back(buffer)
                 self.tracker.tick(piece.size)
             if time.monotonic() >= next_checkpoint:
-                self._checkpoint()
+                self._checkpoint_in_background()
                 next_checkpoint = time.monotonic() + self.config.checkpoint_interval
         return True
 
