@@ -187,7 +187,7 @@ def test_given_the_object_is_replaced_mid_copy_then_staging_fails_cleanly_on_the
 
 
 KILL_AT_HALF = """
-import os, signal, sys
+import json, os, pathlib, signal, sys, time
 from bigpickle.config import Settings
 from bigpickle.local.s3server import LocalS3Server
 from bigpickle.staging import StageOptions, stage_object
@@ -196,13 +196,23 @@ from bigpickle.transfer import TransferConfig
 from bigpickle.units import MiB
 import boto3
 
+def journaled_parts():
+    for journal in pathlib.Path(root).rglob("*.journal"):
+        return sum(end - start + 1 for start, end in json.loads(journal.read_text())["parts"])
+    return 0
+
 def kill_at_half(progress):
+    # Checkpoints run on their own thread: wait until one has recorded parts, say how many, then die.
     if progress.percent >= 50:
+        deadline = time.monotonic() + 30
+        while not journaled_parts() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(journaled_parts(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
 root, bucket, key = sys.argv[1:4]
 settings = Settings.from_env({"MODELS_ROOT": root})
-# 4 buffers: workers run at most 4 parts ahead of the 50% mark; every fed part is checkpointed
+# 4 buffers: workers run at most 4 parts ahead of the 50% mark; a checkpoint starts after every fed part
 config = TransferConfig(part_size=1 * MiB, concurrency=2, memory_budget=24 * MiB, checkpoint_interval=0)
 stage_object(boto3.client("s3"), ModelStore(root), settings, bucket, key,
              options=StageOptions(progress=kill_at_half, config=config))
@@ -216,16 +226,22 @@ def test_given_a_run_sigkilled_halfway_then_nothing_is_exposed_and_the_next_run_
     real_s3.put_object(Bucket=BUCKET, Key=KEY, Body=data)
 
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT_HALF, str(models_root), BUCKET, KEY], env=os.environ, check=False
+        [sys.executable, "-c", KILL_AT_HALF, str(models_root), BUCKET, KEY],
+        env=os.environ,
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    journaled = int(killed.stdout.split()[-1])  # parts the journal held when the run was killed
 
     assert killed.returncode == -9
+    assert journaled >= 1
     assert store.current_version("weights") is None and store.list_versions("weights") == []
     config = TransferConfig(part_size=1 * MiB, concurrency=2)
     settings = Settings.from_env({"MODELS_ROOT": str(models_root)})
     result = stage_object(real_s3, store, settings, BUCKET, KEY, options=StageOptions(config=config))
     assert result.status == "published"
-    assert result.resumed_bytes is not None and 4 * MiB <= result.resumed_bytes < len(data)
+    assert result.resumed_bytes is not None and journaled * MiB <= result.resumed_bytes < len(data)
     assert published_bytes(store) == data
     assert store.read_manifest("weights").sha256 == hashlib.sha256(data).hexdigest()
 
