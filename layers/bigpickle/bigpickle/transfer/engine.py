@@ -20,7 +20,6 @@ allows it: buffers are page-aligned anonymous maps and slices start at MiB offse
 
 from __future__ import annotations
 
-import errno
 import mmap
 import threading
 import time
@@ -36,7 +35,7 @@ from bigpickle.observability import logger
 from bigpickle.transfer.config import TransferConfig
 from bigpickle.transfer.journal import Journal
 from bigpickle.transfer.objects import ObjectInfo, Part, open_part, split_parts
-from bigpickle.transfer.osutils import DIRECT_IO_ALIGNMENT, OSUtils, storage_errors
+from bigpickle.transfer.osutils import FileWriter, OSUtils, storage_errors
 from bigpickle.transfer.progress import ProgressCallback, ProgressTracker
 from bigpickle.transfer.retry import RetryPolicy, ShortPartError, is_transient
 
@@ -94,8 +93,7 @@ class _Copy:
         self.journal = Journal(dest, {**obj.identity(), "part_size": config.part_size})
         self.tracker = ProgressTracker(obj.size, progress)
         self.fd = -1
-        self.direct_fd: int | None = None  # opened when the file system allows writes around the page cache
-        self.direct = False  # whether slices are written through `direct_fd`
+        self.out: FileWriter | None = None  # writes into `fd`, directly where the file system allows it
         self.fetched = 0
         # Shared between workers and the feeder, guarded by `cond`.
         self.cond = threading.Condition()
@@ -121,9 +119,7 @@ class _Copy:
         started = time.monotonic()
         resumed = self.resumed_parts = self._open()
         try:
-            if self.config.direct_io:
-                self.direct_fd = self.os.open_direct(self.dest)
-                self.direct = self.direct_fd is not None
+            self.out = FileWriter(self.os, self.dest, self.fd, direct=self.config.direct_io)
             self.todo = [p for p in self.parts if p.index not in resumed]
             slices = sum(-(-p.size // self.config.buffer_bytes) for p in self.todo)
             self.pool = [None] * min(self.config.buffers, slices)
@@ -153,8 +149,8 @@ class _Copy:
                 return DownloadResult(False, self.fetched, self.tracker.resumed, time.monotonic() - started)
             self._finish()
         finally:
-            if self.direct_fd is not None:
-                self.os.close(self.direct_fd)
+            if self.out is not None:
+                self.out.close()
             self.os.close(self.fd)
         return DownloadResult(True, self.fetched, self.tracker.resumed, time.monotonic() - started)
 
@@ -326,7 +322,7 @@ class _Copy:
                 buffer = self._take_buffer(piece.start)
                 if buffer is None:
                     return False
-                write_each_read = not self.direct
+                write_each_read = not self.out.direct
                 try:
                     body = self._fill(body, part, piece, buffer, write_each_read)
                 except BaseException:
@@ -404,23 +400,8 @@ class _Copy:
                 self.written.add(piece.index)
 
     def _write_at(self, data: memoryview, offset: int) -> None:
-        """Write `data` at `offset`: its block-aligned head directly when direct I/O is on, the rest (the
-        object's unaligned last bytes, or everything) through the page cache."""
         with storage_errors(self.dest, self.obj.size):
-            if self.direct and self.direct_fd is not None and offset % DIRECT_IO_ALIGNMENT == 0:
-                head = len(data) - len(data) % DIRECT_IO_ALIGNMENT
-                try:
-                    self.os.pwrite(self.direct_fd, data[:head], offset)
-                except OSError as error:
-                    if error.errno != errno.EINVAL:
-                        raise
-                    # Some file systems accept O_DIRECT at open and refuse the writes: go on cached.
-                    logger.warning("direct I/O refused; writing through the page cache", extra={"file": str(self.dest)})
-                    self.direct = False
-                else:
-                    data, offset = data[head:], offset + head
-            if data:
-                self.os.pwrite(self.fd, data, offset)
+            self.out.write(data, offset)
 
     def _raise(self, error: BaseException) -> None:
         """Transient faults that outlasted the retries keep what was written (journal) and raise a

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bigpickle.errors import StorageFullError
+from bigpickle.observability import logger
 from bigpickle.units import KiB
 
 # What O_DIRECT needs of a write's offset, length and memory address on the file systems staging meets
@@ -79,3 +80,39 @@ class OSUtils:
 
     def close(self, fd: int) -> None:
         os.close(fd)
+
+
+class FileWriter:
+    """Positional writes into one open file: around the page cache (O_DIRECT) when `direct` and the file
+    system allows it, through it otherwise. Thread-safe like OSUtils."""
+
+    def __init__(self, osutils: OSUtils, path: Path, fd: int, *, direct: bool) -> None:
+        self.os = osutils
+        self.path = path
+        self.fd = fd
+        self.direct_fd = osutils.open_direct(path) if direct else None
+        self.direct = self.direct_fd is not None  # False from the first refused direct write on
+
+    def write(self, data: memoryview, offset: int) -> None:
+        """Write `data` at `offset`: its block-aligned head directly when direct I/O is on, the rest (an
+        object's unaligned last bytes, or everything) through the page cache."""
+        direct_fd = self.direct_fd if self.direct else None
+        if direct_fd is not None and offset % DIRECT_IO_ALIGNMENT == 0:
+            head = len(data) - len(data) % DIRECT_IO_ALIGNMENT
+            try:
+                self.os.pwrite(direct_fd, data[:head], offset)
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+                # Some file systems accept O_DIRECT at open and refuse the writes: go on cached.
+                logger.warning("direct I/O refused; writing through the page cache", extra={"file": str(self.path)})
+                self.direct = False
+            else:
+                data, offset = data[head:], offset + head
+        if data:
+            self.os.pwrite(self.fd, data, offset)
+
+    def close(self) -> None:
+        """Close the direct descriptor; `fd` belongs to the caller."""
+        if self.direct_fd is not None:
+            self.os.close(self.direct_fd)
