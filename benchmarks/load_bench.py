@@ -8,8 +8,9 @@ child records its resident memory after imports, loads, and reports the kernel's
 KNeighborsRegressor (brute force) holding one big float64 training matrix: the shape of model where
 mapping pays (tree ensembles copy their nodes on unpickle, so for them mmap saves nothing).
 
-Then the predict handler (functions/predict/app.py, with its Powertools decorators) answers real API
-Gateway events for a 100-tree random forest, interleaved with bare `model.predict` on the same rows.
+Then the predict handler (functions/predict/app.py, with its Powertools decorators, X-Ray as in Lambda)
+answers real API Gateway events for a 100-tree random forest, interleaved with bare `model.predict` on
+the same rows.
 
 Writes benchmarks/results/load_memory.png and benchmarks/results/load_bench.json. The files go to a
 temp folder (--workdir) and are deleted at the end; they are read from the page cache, so load times
@@ -137,7 +138,18 @@ def timed(predict: Callable[[Any], Any], record: list[float]) -> Callable[[Any],
     return run
 
 
+# What Lambda sets for a traced invocation. Outside Lambda, Powertools turns its tracer into no-ops, which
+# would hide what tracing costs a request: with these the X-Ray SDK records a sampled request (the worst
+# case) and sends its segments to a daemon address on this machine, as in Lambda.
+LAMBDA_TRACING_ENV = {
+    "LAMBDA_TASK_ROOT": str(REPO / "functions" / "predict"),
+    "_X_AMZN_TRACE_ID": "Root=1-67a0c0de-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1",
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+}
+
+
 def child_overhead(efs: Path, repeats: int) -> None:
+    os.environ.update(LAMBDA_TRACING_ENV)  # before Powertools is imported: its Tracer decides at import
     import copy
 
     import numpy as np
@@ -313,8 +325,8 @@ def main() -> int:
             ]
         shutil.rmtree(efs)
 
-        print("\npredict handler overhead (functions/predict/app.py, real API Gateway events) vs bare model.predict,")
-        print(f"100-tree RandomForestClassifier, 20 features, median of {args.repeats} interleaved calls:")
+        print("\npredict handler overhead (functions/predict/app.py, real API Gateway events, X-Ray SDK as in Lambda)")
+        print(f"vs bare model.predict, 100-tree RandomForestClassifier, 20 features, median of {args.repeats} pairs:")
         done, _, _ = run_child(["--child", "overhead", str(efs), str(args.repeats)], sample=False)
         report["overhead"] = done["figures"]
         for rows, f in done["figures"].items():

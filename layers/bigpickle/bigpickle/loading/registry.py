@@ -26,7 +26,7 @@ from bigpickle.loading import heap
 from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mib, process_rss
 from bigpickle.loading.compat import check_versions
 from bigpickle.loading.formats import load_model_file
-from bigpickle.observability import MetricUnit, logger, metrics
+from bigpickle.observability import MetricUnit, logger, metrics, tracer
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.store import Manifest, ModelStore, validate_model_name
 from bigpickle.units import MiB
@@ -235,6 +235,7 @@ class ModelRegistry:
                 del self._slots[victim]
         heap.collect_released()
 
+    @tracer.capture_method(capture_response=False)
     def _load(self, slot: _Slot, manifest: Manifest, path: Path, cost: LoadCost, future: Future[LoadedModel]) -> None:
         log = {"model": manifest.name, "version": manifest.version, "bytes": manifest.bytes, "mmap": self.mmap}
         logger.info("loading model", extra={**log, "expected_memory_bytes": cost.bytes, "protocol": cost.protocol})

@@ -25,7 +25,6 @@ from bigpickle.serving.validation import (
     RequestLimits,
     RequestValidator,
     body_bytes,
-    parse_json_body,
     parse_predict_request,
 )
 
@@ -58,10 +57,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     def predict(name: str) -> dict[str, Any]:
         event = app.current_event
         raw = body_bytes(event.body, event.is_base64_encoded)
-        body = parse_json_body(raw, settings.max_body_bytes)
-        matrix = validator.check(body, raw)
+        body = validator.parse(raw)
         loaded = registry.get(name)
-        request = parse_predict_request(body, loaded.model, matrix)
+        request = parse_predict_request(body, loaded.model)
         started = time.perf_counter()
         try:
             predictions = loaded.model.predict(request.inputs)
