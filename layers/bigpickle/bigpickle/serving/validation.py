@@ -43,7 +43,7 @@ warnings.filterwarnings("ignore", message="X does not have valid feature names")
 class PredictBody:
     """A predict body the schema accepts."""
 
-    instances: np.ndarray | list[Any]  # float64 rows when every cell is a number, boolean or null; else the JSON rows
+    instances: np.ndarray | list[Any]  # a numeric array when every cell is a number, boolean or null; else JSON rows
     probabilities: bool
 
 
