@@ -1,6 +1,6 @@
-"""Predict bodies -> model inputs: the common body (rows of numbers) goes straight into a float64 matrix,
-bit for bit what the general path (orjson, then numpy) builds; every other body gets the general path's
-answer."""
+"""Predict bodies -> model inputs: the common body (rows of numbers), from SIMDJSON_MIN_BYTES up, goes
+straight into a float64 matrix, bit for bit what the general path (orjson, then numpy) builds; every
+other body gets the general path's answer. Bodies here are padded to that size, so both paths run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 import pytest
 from bigpickle.config import Settings
 from bigpickle.errors import BadRequestError, LimitExceededError
-from bigpickle.serving.validation import RequestLimits, RequestValidator, parse_predict_request
+from bigpickle.serving.validation import SIMDJSON_MIN_BYTES, RequestLimits, RequestValidator, parse_predict_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression
@@ -25,6 +25,12 @@ EXAMPLES = settings(deadline=None, derandomize=True, database=None, max_examples
 @pytest.fixture(scope="module")
 def validator() -> RequestValidator:
     return RequestValidator(RequestLimits.from_settings(Settings.from_env({})))
+
+
+def big(body: str | bytes) -> bytes:
+    """The same JSON, padded with trailing whitespace to the size where the simdjson path is tried."""
+    data = body.encode() if isinstance(body, str) else body
+    return data.ljust(SIMDJSON_MIN_BYTES, b" ")
 
 
 def general_path_matrix(body: bytes) -> np.ndarray:
@@ -69,7 +75,7 @@ def numeric_bodies(draw: st.DrawFn) -> bytes:
 def test_numeric_rows_become_the_matrix_the_general_path_builds_bit_for_bit(
     validator: RequestValidator, body: bytes
 ) -> None:
-    parsed = validator.parse(body)
+    parsed = validator.parse(big(body))
 
     assert isinstance(parsed.instances, np.ndarray)
     assert same_bits(parsed.instances, general_path_matrix(body)), body
@@ -111,7 +117,7 @@ def test_bodies_off_the_fast_path_give_the_general_paths_inputs(
     width = len(expected[0])
     model = LinearRegression().fit(np.eye(width), np.arange(width))
 
-    inputs = parse_predict_request(validator.parse(body.encode()), model).inputs
+    inputs = parse_predict_request(validator.parse(big(body)), model).inputs
 
     assert same_bits(inputs, np.array(expected))
 
@@ -135,7 +141,7 @@ def test_bodies_the_schema_refuses_are_400_saying_what_is_wrong(
     validator: RequestValidator, body: str, says: str
 ) -> None:
     with pytest.raises(BadRequestError) as refused:
-        validator.parse(body.encode())
+        validator.parse(big(body))
 
     assert says in refused.value.message
 
@@ -145,7 +151,7 @@ def test_ragged_rows_reach_no_model() -> None:
     model = LinearRegression().fit(np.eye(3), [0.0, 1.0, 2.0])
 
     # given rows of lengths 2, 1 and 3: as many numbers as three rows of two
-    parsed = validator.parse(b'{"instances": [[1, 2], [3], [4, 5, 6]]}')
+    parsed = validator.parse(big('{"instances": [[1, 2], [3], [4, 5, 6]]}'))
 
     with pytest.raises(BadRequestError, match="every instance must be a list of the same length"):
         parse_predict_request(parsed, model)
@@ -159,13 +165,13 @@ def test_numeric_rows_over_a_limit_are_413(rows: list[list[float]], code: str) -
     validator = RequestValidator(RequestLimits(max_body_bytes=1 << 20, max_instances=3, max_row_width=3))
 
     with pytest.raises(LimitExceededError) as refused:
-        validator.parse(json.dumps({"instances": rows}).encode())
+        validator.parse(big(json.dumps({"instances": rows})))
 
     assert refused.value.code == code
 
 
 def test_probabilities_are_read_on_the_fast_path(validator: RequestValidator) -> None:
-    parsed = validator.parse(b'{"instances": [[1.5, 2]], "probabilities": true}')
+    parsed = validator.parse(big('{"instances": [[1.5, 2]], "probabilities": true}'))
 
     assert parsed.probabilities is True
     assert same_bits(parsed.instances, np.array([[1.5, 2.0]]))

@@ -31,8 +31,13 @@ import simdjson
 
 from bigpickle.config import Settings
 from bigpickle.errors import BadRequestError, LimitExceededError, PayloadTooLargeError
+from bigpickle.units import KiB
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.json")
+
+# Bodies this big or bigger try simdjson first. Below it the general path is as fast even with the cold
+# caches a predict leaves (measured: 0.16 vs 0.23 ms for one row, even at ~25 KB, 3.3 vs 1.7 ms at 1000 rows).
+SIMDJSON_MIN_BYTES = 16 * KiB
 
 # Rows keyed by name are reordered into training order before predicting; sklearn's warning about a
 # plain array reaching a model fitted on named columns is then noise.
@@ -129,7 +134,7 @@ class RequestValidator:
             )
         if not body:
             raise BadRequestError('request body is empty; send JSON like {"instances": [[1.0, 2.0]]}')
-        parsed = _numbers_only(body)
+        parsed = _numbers_only(body) if len(body) >= SIMDJSON_MIN_BYTES else None
         if parsed is not None:
             self._check_limits(*parsed.instances.shape)
             return parsed
