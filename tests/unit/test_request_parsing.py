@@ -38,6 +38,11 @@ def general_path_matrix(body: bytes) -> np.ndarray:
     return np.array(orjson.loads(body)["instances"], dtype=np.float64)
 
 
+def model_taking(width: int) -> LinearRegression:
+    """A real fitted model that takes rows of `width` numbers."""
+    return LinearRegression().fit(np.eye(width), np.arange(width))
+
+
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
@@ -114,10 +119,7 @@ def test_the_common_body_never_becomes_a_python_object_per_cell(validator: Reque
 def test_bodies_off_the_fast_path_give_the_general_paths_inputs(
     validator: RequestValidator, body: str, expected: list[list[float]]
 ) -> None:
-    width = len(expected[0])
-    model = LinearRegression().fit(np.eye(width), np.arange(width))
-
-    inputs = parse_predict_request(validator.parse(big(body)), model).inputs
+    inputs = parse_predict_request(validator.parse(big(body)), model_taking(len(expected[0]))).inputs
 
     assert same_bits(inputs, np.array(expected))
 
@@ -146,15 +148,12 @@ def test_bodies_the_schema_refuses_are_400_saying_what_is_wrong(
     assert says in refused.value.message
 
 
-def test_ragged_rows_reach_no_model() -> None:
-    validator = RequestValidator(RequestLimits.from_settings(Settings.from_env({})))
-    model = LinearRegression().fit(np.eye(3), [0.0, 1.0, 2.0])
-
+def test_ragged_rows_reach_no_model(validator: RequestValidator) -> None:
     # given rows of lengths 2, 1 and 3: as many numbers as three rows of two
     parsed = validator.parse(big('{"instances": [[1, 2], [3], [4, 5, 6]]}'))
 
     with pytest.raises(BadRequestError, match="every instance must be a list of the same length"):
-        parse_predict_request(parsed, model)
+        parse_predict_request(parsed, model_taking(3))
 
 
 @pytest.mark.parametrize(

@@ -235,7 +235,7 @@ class ModelRegistry:
                 del self._slots[victim]
         heap.collect_released()
 
-    @tracer.capture_method(capture_response=False)
+    @tracer.capture_method
     def _load(self, slot: _Slot, manifest: Manifest, path: Path, cost: LoadCost, future: Future[LoadedModel]) -> None:
         log = {"model": manifest.name, "version": manifest.version, "bytes": manifest.bytes, "mmap": self.mmap}
         logger.info("loading model", extra={**log, "expected_memory_bytes": cost.bytes, "protocol": cost.protocol})
