@@ -245,7 +245,7 @@ def test_a_model_file_that_cannot_load_is_503_naming_the_version(
     assert manifest.version in body["error"]["message"]
 
 
-# -- loading behaviour as clients see it (issue 5) --
+# -- loading behaviour as clients see it --
 
 
 def test_the_models_route_lists_staged_models_and_which_version_is_loaded(served: Handler, context: Any) -> None:

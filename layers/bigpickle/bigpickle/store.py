@@ -21,11 +21,12 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from bigpickle.durable import fsync_path, write_file_atomically
 from bigpickle.errors import InvalidModelNameError, ModelNotFoundError, ModelNotReadyError
 
 MANIFEST_FILE = "manifest.json"
@@ -86,34 +87,6 @@ class Manifest:
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's metadata to stable storage (a rename is durable only after this)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomically(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
-    """Write beside the target, fsync, rename: readers see the old content or the new, never a mix.
-    `data` is the bytes, or a function that writes them to the file (a model too big to hold twice)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_path(path.parent)
 
 
 _LOCAL_LOCKS: set[str] = set()
