@@ -16,10 +16,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from bigpickle.errors import BigPickleError
+
+if TYPE_CHECKING:
+    from bigpickle.config import Settings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # what argparse answers wrong arguments with
@@ -35,7 +38,7 @@ def _demo(_args: argparse.Namespace) -> int:
     return demo.main()
 
 
-def _settings(**overrides: Any) -> Any:
+def _settings(**overrides: Any) -> Settings:
     """The settings from the environment, with what the command line says instead (never written back)."""
     from bigpickle.config import Settings
 
@@ -101,7 +104,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "demo": ("run the whole pipeline locally (what `make demo` runs)", _demo),
-    "serve": ("serve the predict handler on a local HTTP port, as `sam local start-api` would", _serve),
+    "serve": ("serve the prediction API on a local HTTP port, one API Gateway event per request", _serve),
     "stage": ("copy s3://BUCKET/models/NAME/FILE to --models-root and publish it (the stage Lambda's engine)", _stage),
     "convert": ("re-save a model in the format OUT's extension names (.bpk: zero-copy, mmap-able)", _convert),
     "rollback": ("point NAME's current version at VERSION (default: the one before the current)", _rollback),
@@ -137,7 +140,11 @@ def s3_model_url(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bigpickle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="bigpickle",
+        description="Stage, serve and inspect scikit-learn models too big for the usual tools. A mistake is "
+        "answered in one line (exit status 1; 2 for wrong arguments); --debug shows the traceback instead.",
+    )
     debug_help = "show the traceback of an error instead of one line"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
