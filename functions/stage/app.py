@@ -5,6 +5,7 @@ failed invocation. Records that can never be staged (deletes, non-model keys, em
 """
 
 from typing import Any
+from urllib.parse import unquote_plus
 
 import boto3
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
@@ -30,7 +31,7 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     records = [
         S3Record(
             bucket=record.s3.bucket.name,
-            key=record.s3.get_object.key,  # URL-decoded by Powertools
+            key=unquote_plus(record.s3.get_object.key),
             version_id=record.s3.get_object.version_id,
             sequencer=record.s3.get_object.get("sequencer"),
             event_name=record.event_name,
