@@ -438,3 +438,21 @@ def test_concurrent_stagers_with_retention_leave_the_newest_upload_current_and_n
     assert store.current_version("iris") == newest
     assert store.list_versions("iris") == [newest]
     assert dangling == []
+
+
+def test_a_refused_rollback_says_why_without_a_trace(
+    store: ModelStore, models_root: Path, trained: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import publish_model
+
+    publish_model(models_root, "iris", trained["iris"][0], "20261126T120000Z-aaa")
+
+    assert cli_main(["rollback", "iris", "20990101T000000Z-nope", "--models-root", str(models_root)]) == 1
+    assert cli_main(["rollback", "iris", "--models-root", str(models_root)]) == 1
+
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [
+        "bigpickle: model_not_found: model 'iris' has no published version '20990101T000000Z-nope'",
+        "bigpickle: model_not_found: model 'iris' has no version older than '20261126T120000Z-aaa' to roll back to",
+    ]
+    assert store.current_version("iris") == "20261126T120000Z-aaa"
