@@ -31,7 +31,7 @@ from bigpickle.warmup import request_warmups
 from botocore.exceptions import EndpointConnectionError
 from moto.server import ThreadedMotoServer
 
-from tests.helpers import BUCKET, upload_model
+from tests.helpers import BUCKET, publish_model, upload_model
 
 KEY = "models/iris/model.pkl"
 S3_SECOND = 1.1  # HEAD's LastModified has whole seconds: uploads this far apart are ordered by it
@@ -389,8 +389,6 @@ rollback[0].wait(timeout=60)
 def test_a_rollback_racing_retention_never_leaves_current_on_a_removed_version(
     store: ModelStore, models_root: Path, trained: dict[str, Any]
 ) -> None:
-    from tests.helpers import publish_model
-
     versions = ["20261126T120000Z-aaa", "20261126T130000Z-bbb", "20261126T140000Z-ccc"]
     for version in versions:
         publish_model(models_root, "iris", trained["iris"][0], version)
@@ -443,8 +441,6 @@ def test_concurrent_stagers_with_retention_leave_the_newest_upload_current_and_n
 def test_a_refused_rollback_says_why_without_a_trace(
     store: ModelStore, models_root: Path, trained: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.helpers import publish_model
-
     publish_model(models_root, "iris", trained["iris"][0], "20261126T120000Z-aaa")
 
     assert cli_main(["rollback", "iris", "20990101T000000Z-nope", "--models-root", str(models_root)]) == 1

@@ -116,12 +116,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         """Parse and check a manifest; ValueError says what is wrong with it."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ValueError("it is not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("it is not a JSON object")
+        data = _json_object(text)
         known = {f.name for f in dataclasses.fields(cls)}
         try:
             manifest = cls(**{k: v for k, v in data.items() if k in known})
@@ -154,6 +149,16 @@ class Manifest:
             problems.append("the sequencer is not hexadecimal")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def _json_object(text: str | bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:  # UnicodeDecodeError included
+        raise ValueError("it is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("it is not a JSON object")
+    return data
 
 
 @dataclass(frozen=True)
@@ -245,11 +250,8 @@ class Pointer:
     @classmethod
     def from_json(cls, text: bytes) -> Pointer:
         """ValueError says what is wrong: not JSON, no version, a malformed version."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ValueError("it is not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+        data = _json_object(text)
+        if not isinstance(data.get("version"), str):
             raise ValueError('it has no "version"')
         if not _VERSION_NAME.fullmatch(data["version"]):
             raise ValueError("its version is malformed")
