@@ -200,7 +200,7 @@ def _complete_publish(
     moved. In the second case `current` moves now (unless a newer upload or a rollback came since) and the
     result is "published", so the warm-up goes out."""
     publication = store.complete_publish(name, version)
-    if publication.switched:
+    if publication.switched and publication.is_current:
         removed = store.prune(name, settings.keep_versions)
         logger.info("finished an interrupted publish: current moved", extra={**log, "removed_versions": removed})
         return StageResult(obj.bucket, obj.key, "published", name, version, obj.size)
