@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from bigpickle.local.events import load_event
 from bigpickle.local.runtime import Handler, predict_handler
-from bigpickle.store import MANIFEST_FILE
+from bigpickle.store import MANIFEST_FILE, ModelStore
 
 from tests.helpers import publish_model
 
@@ -82,3 +82,15 @@ def test_a_manifest_that_is_not_json_is_503_model_invalid(two_models: Path, cont
     (two_models / "broken" / "versions" / VERSION / MANIFEST_FILE).write_text("{")
 
     assert_only_broken_is_out_of_service(predict_handler(), context, two_models, "upload the model again")
+
+
+def test_the_next_publish_repairs_an_invalid_pointer_with_the_newest_published_version(
+    lambda_env: Path, trained: dict[str, Any]
+) -> None:
+    older, newer = "20261126T120000Z-aaa", "20261126T130000Z-bbb"
+    publish_model(lambda_env, "iris", trained["iris"][0], newer)
+    (lambda_env / "iris" / "current").write_text("{")
+
+    publish_model(lambda_env, "iris", trained["iris"][0], older)  # a late, older upload
+
+    assert ModelStore(lambda_env).current_version("iris") == newer
