@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -26,7 +27,7 @@ from bigpickle.local.events import load_event
 from bigpickle.local.runtime import stage_handler
 from bigpickle.observability import metrics
 from bigpickle.staging import ModelKey, S3Record, raise_for_retry, stage_event, stage_object
-from bigpickle.store import ModelStore
+from bigpickle.store import ModelStore, UploadOrder
 from bigpickle.warmup import request_warmups
 from botocore.exceptions import EndpointConnectionError
 from moto.server import ThreadedMotoServer
@@ -95,6 +96,16 @@ def test_an_older_event_arriving_after_a_newer_one_is_published_for_rollback_but
     assert f"{first['version']!r}, the current one, is a newer upload" in late["reason"]
     assert sorted(store.list_versions("iris")) == sorted([first["version"], late["version"]])
     assert store.read_manifest("iris", late["version"]).sequencer == "FF"
+
+
+def test_for_one_key_the_sequencer_outranks_last_modified() -> None:
+    # a multipart upload's LastModified is when it started: the later event can carry the earlier time
+    started_first = UploadOrder("v-a", BUCKET, KEY, datetime(2026, 11, 26, 12, 0, tzinfo=UTC), sequencer="0200")
+    finished_first = UploadOrder("v-b", BUCKET, KEY, datetime(2026, 11, 26, 12, 5, tzinfo=UTC), sequencer="01FF")
+    elsewhere = UploadOrder("v-c", BUCKET, "models/iris/other.pkl", datetime(2026, 11, 26, 12, 1, tzinfo=UTC))
+
+    assert started_first.newer_than(finished_first) and not finished_first.newer_than(started_first)
+    assert elsewhere.newer_than(started_first) and finished_first.newer_than(elsewhere)  # across keys: time
 
 
 def test_across_keys_and_for_bigpickle_stage_the_later_upload_wins(
@@ -287,7 +298,7 @@ sys.addaudithook(kill_before_the_rename)
 import boto3
 from bigpickle.config import Settings
 from bigpickle.staging import stage_object
-from bigpickle.store import ModelStore
+from bigpickle.store import ModelStore, UploadOrder
 stage_object(boto3.client("s3"), ModelStore(root), Settings.from_env({"MODELS_ROOT": root}), bucket, key)
 """
 
@@ -380,7 +391,7 @@ def start_rollback_before_the_first_removal(event, args):
             pass
 
 sys.addaudithook(start_rollback_before_the_first_removal)
-from bigpickle.store import ModelStore
+from bigpickle.store import ModelStore, UploadOrder
 print(ModelStore(root).prune("iris", keep=1), flush=True)
 rollback[0].wait(timeout=60)
 """
@@ -404,7 +415,7 @@ CONCURRENT_STAGER = """
 import json, sys, boto3
 from bigpickle.config import Settings
 from bigpickle.staging import stage_object
-from bigpickle.store import ModelStore
+from bigpickle.store import ModelStore, UploadOrder
 root, bucket, key = sys.argv[1:4]
 settings = Settings.from_env({"MODELS_ROOT": root, "KEEP_VERSIONS": "1"})
 print(json.dumps(stage_object(boto3.client("s3"), ModelStore(root), settings, bucket, key).as_dict()))
