@@ -271,7 +271,7 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    client = boto3.client("s3")
+    client = boto3.session.Session().client("s3")  # the default session would keep these credentials
     client.create_bucket(Bucket=BUCKET)
     try:
         yield client
