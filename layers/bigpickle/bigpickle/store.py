@@ -543,6 +543,8 @@ class ModelStore:
         model_file = incoming / manifest.file
         if not model_file.is_file():
             raise FileNotFoundError(f"cannot publish {manifest.name}/{manifest.version}: the model file is missing")
+        for leftover in incoming.glob(".*.tmp"):  # a temp file of a run killed mid-write
+            leftover.unlink(missing_ok=True)
         write_file_atomically(incoming / MANIFEST_FILE, manifest.to_json().encode())
         fsync_path(model_file)
         final = self.version_dir(manifest.name, manifest.version)
