@@ -150,7 +150,8 @@ def stage_object(
     sequencer: str | None = None,
 ) -> StageResult:
     """Stage `s3://bucket/key` if it is a model key; when that object version is published already, only
-    finish what a killed run may have left undone (the pointer switch). `sequencer` is the S3 event's.
+    finish what a killed run may have left undone (the pointer switch). `sequencer` is the S3 event's; it
+    is recorded only with `version_id` (without it, HEAD may see a newer object than the event's).
     Raises UnstageableObjectError (retryable=False) for an object that can never be published."""
     options = options or StageOptions()
     model_key = ModelKey.parse(key)
@@ -169,6 +170,7 @@ def stage_object(
             return StageResult(bucket, key, "in_progress", model_key.name, version, obj.size)
         if store.has_version(model_key.name, version):  # published while we waited for HEAD
             return _complete_publish(store, settings, obj, model_key.name, version, log)
+        sequencer = sequencer if version_id else None
         return _copy_and_publish(client, store, settings, model_key, obj, version, options, log, sequencer)
 
 
