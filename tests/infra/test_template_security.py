@@ -12,7 +12,10 @@ import pytest
 
 from tests.infra.cfn import Deployment, actions, iam_statements, ref
 
-EXISTING_NETWORK = {"ExistingNetwork": "vpc-0abc,subnet-0aaa,subnet-0bbb", "ExistingRouteTableIds": "rtb-0ccc"}
+EXISTING_NETWORK = {
+    "ExistingNetwork": "vpc-0123456789abcdef0,subnet-0aaaaaaaaaaaaaaa1,subnet-0bbbbbbbbbbbbbbb2",
+    "ExistingRouteTableIds": "rtb-0ccccccccccccccc3",
+}
 NFS = 2049
 
 
