@@ -45,7 +45,7 @@ def request_warmups(invoke: Callable[[dict[str, Any]], None], results: Iterable[
             continue
         try:
             invoke(warmup_event(result.model, result.version))
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, BigPickleError) as exc:  # BigPickleError: the API is unreachable
             logger.warning(
                 "warm-up invoke failed; the first request will load the model",
                 extra={"model": result.model, "error": str(exc)},
