@@ -253,10 +253,10 @@ def stage_uri(uri: str, *, progress: ProgressCallback | None = None, settings: S
 
 Invoker = Callable[[dict[str, Any]], None]
 
-# The Lambda API answers an asynchronous Invoke (202) at once: short timeouts and three attempts in all bound
-# one invoke to ~40 s, inside STAGE_CHECKPOINT_SECONDS (60), so a continuation still goes out before the
-# time limit. botocore's defaults (60 s connect, legacy retries) could spend minutes on a subnet that cannot
-# reach the API, and S3's retry would then copy again from the last checkpoint.
+# The Lambda API answers an asynchronous Invoke (202) at once: short timeouts and three attempts in all
+# bound one invoke to ~42 s (backoff included), inside STAGE_CHECKPOINT_SECONDS (60), so a continuation
+# still goes out before the time limit. botocore's defaults (60 s connect, legacy retries) could spend
+# minutes on a subnet that cannot reach the API, and S3's retry would then copy again from the checkpoint.
 LAMBDA_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3})
 
 
