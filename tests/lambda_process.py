@@ -3,7 +3,7 @@ at a time, and frozen (SIGSTOP) from the moment an invocation returns until the 
 
 A load's only progress is made while the child runs, so a design that relies on work continuing between
 invocations fails here as it would on Lambda. Loads are throttled: each version named in `load_seconds`
-needs that much *running* time (10 ms sleeps; a freeze lets at most one of them finish early).
+needs that much *running* time (20 ms sleeps; a freeze lets at most one of them finish early).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-LOAD_STEP_SECONDS = 0.01
+LOAD_STEP_SECONDS = 0.02
 REPLY_TIMEOUT_SECONDS = 60
 
 
