@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from bigpickle.config import Settings
 
 from tests.infra.cfn import Deployment
 
@@ -71,3 +72,19 @@ def test_given_parameter_values_then_the_rules_refuse_only_combinations_that_can
     assert len(failures) == len(refused), failures
     for failure, expected in zip(failures, refused, strict=True):
         assert expected in failure
+
+
+# Lambda's recursive loop detection lets one chain of events invoke a function about 16 times, then stops it.
+RECURSIVE_LOOP_LIMIT = 16
+
+
+def test_given_the_continuation_parameter_then_no_admitted_chain_reaches_lambdas_recursive_loop_limit(
+    template: dict[str, Any],
+) -> None:
+    admitted = [n for n in range(100) if not Deployment(template, {"StageMaxContinuations": str(n)}).parameter_errors()]
+    library_default = Settings.from_env({}).stage_max_continuations
+
+    assert admitted == list(range(len(admitted))) and admitted  # 0..max, no gaps
+    # The S3 event's invocation plus every continuation, with one to spare.
+    assert 1 + max(admitted) <= RECURSIVE_LOOP_LIMIT - 1
+    assert library_default in admitted
