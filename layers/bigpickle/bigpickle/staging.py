@@ -24,7 +24,9 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bigpickle.checksums import ChecksumVerifier, full_object_checksum
 from bigpickle.config import Settings
@@ -338,17 +340,40 @@ def stage_uri(uri: str, *, progress: ProgressCallback | None = None, settings: S
 
 Invoker = Callable[[dict[str, Any]], None]
 
+# The Lambda API answers an asynchronous Invoke (202) at once: short timeouts and three attempts in all
+# bound one invoke to ~42 s (backoff included), inside STAGE_CHECKPOINT_SECONDS (60), so a continuation
+# still goes out before the time limit. botocore's defaults (60 s connect, legacy retries) could spend
+# minutes on a subnet that cannot reach the API, and S3's retry would then copy again from the checkpoint.
+LAMBDA_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3})
 
-def lambda_invoker(function_name: str, lambda_client: Any | None = None) -> Invoker:
+
+class LambdaUnreachableError(StagingError):
+    """The Lambda API did not answer: the subnets have no route to it."""
+
+    code = "lambda_unreachable"
+
+
+def lambda_invoker(
+    function_name: str, lambda_client: Any | None = None, *, config: Config = LAMBDA_CLIENT_CONFIG
+) -> Invoker:
     """Invoke `function_name` asynchronously (InvocationType=Event) with a payload; the stage function
     calls itself this way, so its role needs lambda:InvokeFunction on itself. The client is created on
-    first use: most invocations never continue."""
+    first use: most invocations never continue. A Lambda API that cannot be reached fails within the
+    config's bounds with LambdaUnreachableError, naming the endpoint that is missing."""
     clients: list[Any] = [lambda_client] if lambda_client is not None else []
 
     def invoke(payload: dict[str, Any]) -> None:
         if not clients:
-            clients.append(boto3.client("lambda"))
-        clients[0].invoke(FunctionName=function_name, InvocationType="Event", Payload=json.dumps(payload).encode())
+            clients.append(boto3.client("lambda", config=config))
+        client = clients[0]
+        try:
+            client.invoke(FunctionName=function_name, InvocationType="Event", Payload=json.dumps(payload).encode())
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise LambdaUnreachableError(
+                f"cannot reach the Lambda API at {client.meta.endpoint_url} to invoke {function_name}: {exc}. "
+                "The stage function's subnets need a Lambda interface endpoint with private DNS "
+                "(CreateLambdaEndpoint=true) or a NAT gateway (docs/deploy.md)"
+            ) from exc
 
     return invoke
 
