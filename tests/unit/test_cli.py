@@ -66,7 +66,7 @@ def test_given_no_aws_credentials_when_staging_then_one_line_says_which_variable
 ) -> None:
     run = bigpickle("stage", MODEL_URL, env=clean_env)
 
-    assert_one_line_answer(run, 1, "bigpickle stage: no AWS credentials", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
+    assert_one_line_answer(run, 1, "bigpickle: no AWS credentials", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_given_a_file_that_is_no_pickle_when_converting_then_one_line_says_why_i
 
     run = bigpickle("convert", str(notes), str(tmp_path / "out.bpk"), env=clean_env)
 
-    assert_one_line_answer(run, 1, "refused an unsafe pickle: not a pickle of protocol 2 or later")
+    assert_one_line_answer(run, 1, "bigpickle: unsafe_model: refused an unsafe pickle: not a pickle of protocol 2")
 
 
 def test_given_an_unreachable_endpoint_then_one_line_names_it_within_seconds(clean_env: dict[str, str]) -> None:
@@ -164,7 +164,7 @@ def test_given_a_model_that_does_not_exist_when_rolling_back_then_one_line_says_
 ) -> None:
     run = bigpickle("rollback", "ghost", "--models-root", str(tmp_path), env=clean_env)
 
-    assert_one_line_answer(run, 1, "bigpickle rollback:", "'ghost'")
+    assert_one_line_answer(run, 1, "bigpickle: model_not_found:", "'ghost'")
 
 
 @imports_the_ml_stack

@@ -69,6 +69,7 @@ def _stage(args: argparse.Namespace) -> int:
     if not args.verbose and "POWERTOOLS_LOG_LEVEL" not in os.environ:  # the bar shows progress; logs would bury it
         logger.setLevel(logging.WARNING)
     _check_s3_object(args.uri)
+    # "published_not_current" (an older upload) and "already_published" are successes too: `reason` says why
     result = stage_uri(
         args.uri, progress=ProgressBar(sys.stderr), settings=_settings(models_root=Path(args.models_root))
     )
@@ -87,6 +88,7 @@ def _rollback(args: argparse.Namespace) -> int:
     from bigpickle.loading.rollback import rollback
     from bigpickle.store import ModelStore
 
+    # Holds until a newer upload arrives: re-delivered events of the versions published so far do not undo it.
     previous, current = rollback(ModelStore(args.models_root), args.name, args.version)
     print(f"{args.name}: current version {previous} -> {current}")
     return 0
@@ -107,7 +109,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "serve": ("serve the prediction API on a local HTTP port, one API Gateway event per request", _serve),
     "stage": ("copy s3://BUCKET/models/NAME/FILE to --models-root and publish it (the stage Lambda's engine)", _stage),
     "convert": ("re-save a model in the format OUT's extension names (.bpk: zero-copy, mmap-able)", _convert),
-    "rollback": ("point NAME's current version at VERSION (default: the one before the current)", _rollback),
+    "rollback": (
+        "point NAME's current version at VERSION (default: the upload before the current); holds until a newer upload",
+        _rollback,
+    ),
     "inspect": ("what a model file imports and whether it would be loaded (nothing in it runs)", _inspect),
 }
 
@@ -220,7 +225,7 @@ def explain(error: Exception) -> str:
     if isinstance(error, UserError):
         return str(error)
     if isinstance(error, BigPickleError):
-        return error.message
+        return f"{error.code}: {error.message}"
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
         return "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
     if isinstance(error, ConnectionError):  # botocore's: connect, read and endpoint failures
@@ -262,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"bigpickle {args.command}: {explain(error)}", file=sys.stderr)
+        print(f"bigpickle: {explain(error)}", file=sys.stderr)
         return EXIT_ERROR
 
 
