@@ -24,6 +24,10 @@ from bigpickle.warmup import PROVISIONED_CONCURRENCY, warmup_event
 from tests.helpers import publish_model
 from tests.lambda_process import predict_environment
 
+# A real child process, frozen and thawed with real sleeps: tens of seconds of waiting, so `make test` runs
+# these and the quick `make check` does not.
+pytestmark = pytest.mark.slow
+
 V1, V2 = "20261126T100000Z-one", "20261126T110000Z-two"
 LOAD_SECONDS = 1.2  # running time the throttled load needs
 FREEZE_SECONDS = 1.5  # longer than the whole load: had the load run while frozen, the next call would find it
