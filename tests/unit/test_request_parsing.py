@@ -128,11 +128,11 @@ def test_bodies_off_the_fast_path_give_the_general_paths_inputs(
     ("body", "says"),
     [
         # a one-element list where a number belongs flattens to the right count of numbers: still refused
-        ('{"instances": [[[5], 1], [2, 3]]}', "instances[0][0] must be number or boolean or null"),
+        ('{"instances": [[[5], 1], [2, 3]]}', "instances[0][0] must be number or boolean or null or string"),
         ('{"instances": [[1, 2]], "instances": 5}', '"instances" must be a non-empty list of rows'),
         ('{"instances": [[1, 2]], "probabilities": 1}', '"probabilities" must be true or false'),
         ('{"instances": [[1, 2]], "signature": 1}', "must not contain {'signature'}"),
-        ('{"instances": [["1", 2]]}', "instances[0][0] must be number or boolean or null"),
+        ('{"instances": [[{"a": 1}, 2]]}', "instances[0][0] must be number or boolean or null or string"),
         ('{"instances": []}', '"instances" must be a non-empty list of rows'),
         ('{"instances": [[1, 2]]} [', "not valid JSON"),
         ('{"instances": [[1e999, 1]]}', "not valid JSON"),

@@ -77,6 +77,9 @@ class Manifest:
     s3_checksum: dict[str, str] | None = None
     # Facts learnt while staging (pickle protocol, library versions, imported globals, ...).
     details: dict[str, Any] = field(default_factory=dict)
+    # The model's input columns (bigpickle.features.Feature.as_dict), when staging could load the model to
+    # learn them; otherwise the predict side learns them from the model it loads.
+    features: list[dict[str, Any]] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -21,6 +21,7 @@ from bigpickle.errors import (
 )
 from bigpickle.loading import ModelRegistry, describe, heap
 from bigpickle.observability import MetricUnit, logger, metrics
+from bigpickle.serving.tabular import features_of
 from bigpickle.serving.validation import (
     RequestLimits,
     RequestValidator,
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         raw = body_bytes(event.body, event.is_base64_encoded)
         body = validator.parse(raw)
         loaded = registry.get(name)
-        request = parse_predict_request(body, loaded.model)
+        request = parse_predict_request(body, loaded.model, loaded.manifest.features)
         started = time.perf_counter()
         try:
             predictions = loaded.model.predict(request.inputs)
@@ -105,7 +106,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @app.get("/v1/models/<name>")
     def model_metadata(name: str) -> dict[str, Any]:
-        return describe(registry.get(name))
+        loaded = registry.get(name)
+        features = features_of(loaded.model, loaded.manifest.features)
+        return {**describe(loaded), "features": [feature.as_dict() for feature in features]}
 
     @app.get("/openapi.json")
     def openapi() -> dict[str, Any]:

@@ -1,0 +1,186 @@
+"""Rows of a predict body -> the table the model was fitted on, column by column as `features` describe it.
+
+A model fitted on a DataFrame (it has `feature_names_in_`) gets a pandas DataFrame with its training columns
+and their training dtypes; one fitted on an array with text columns gets an object array in column order.
+Each cell is checked against its column: a cell of the wrong type, a row without a feature or with one the
+model does not know, or a category the model's encoder would refuse is a 400 naming the feature, what it
+got and what it expected. Nothing is coerced: null becomes the column's missing value (NaN for numbers,
+None or NaN for text, as the model saw in training) and booleans count as 0/1 in number columns, as the
+OpenAPI document says.
+
+pandas is imported on the first request that needs a DataFrame, so numeric models never pay for it.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from bigpickle.errors import BadRequestError
+from bigpickle.features import REJECTS, Feature, infer_features
+
+_EXPECTED = {
+    "number": "a number (or true/false as 1/0)",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "string": "a string",
+}
+MAX_LISTED_CATEGORIES = 20  # an error lists at most this many of a column's categories
+
+_features_by_model: weakref.WeakKeyDictionary[Any, list[Feature]] = weakref.WeakKeyDictionary()
+
+
+def features_of(model: Any, recorded: list[dict[str, Any]] | None = None) -> list[Feature]:
+    """The model's input columns: as staging recorded them in the manifest, else learnt from the model once."""
+    try:
+        return _features_by_model[model]
+    except KeyError:
+        pass
+    except TypeError:  # an object without weak references: learn it every time (cheap: no data is read)
+        return _learn(model, recorded)
+    features = _features_by_model[model] = _learn(model, recorded)
+    return features
+
+
+def _learn(model: Any, recorded: list[dict[str, Any]] | None) -> list[Feature]:
+    return [Feature.from_dict(item) for item in recorded] if recorded is not None else infer_features(model)
+
+
+def needs_table(features: list[Feature], named: bool) -> bool:
+    """Whether rows must become a DataFrame or an object array rather than a float64 matrix."""
+    return named or any(feature.type != "number" for feature in features)
+
+
+def from_matrix(matrix: np.ndarray, features: list[Feature]) -> Any:
+    """A numeric body for a model fitted on a DataFrame whose columns all take numbers."""
+    _check_width(matrix.shape[1], features, "instances[0]")
+    import pandas as pd
+
+    return pd.DataFrame(matrix, columns=[feature.name for feature in features], copy=False)
+
+
+def from_rows(rows: list[Any], features: list[Feature], named: bool) -> Any:
+    """JSON rows (lists in training column order, or objects keyed by feature name) -> the model's table."""
+    columns = _columns(rows, features, named)
+    converted = [_convert(column, feature) for column, feature in zip(columns, features, strict=True)]
+    if named:
+        import pandas as pd
+
+        return pd.DataFrame(
+            {feature.name: _as_pandas(values, feature) for values, feature in zip(converted, features, strict=True)}
+        )
+    table = np.empty((len(rows), len(features)), dtype=object)
+    for j, values in enumerate(converted):
+        table[:, j] = values
+    return table
+
+
+def _columns(rows: list[Any], features: list[Feature], named: bool) -> list[list[Any]]:
+    """The rows' cells column by column, after checking each row has exactly the model's features."""
+    names = [feature.name for feature in features]
+    if isinstance(rows[0], dict):
+        if not named:
+            raise BadRequestError(
+                f"the model was fitted on an array without column names; send each instance as a list of "
+                f"{len(features)} values in training column order"
+            )
+        known = set(names)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise BadRequestError(f"instances[{i}] is not an object; send all rows keyed by feature name or none")
+            missing = [name for name in names if name not in row]
+            unknown = sorted(set(row) - known)
+            if missing or unknown:
+                raise BadRequestError(
+                    f"instances[{i}]: missing features {missing}, unknown features {unknown}; the model takes {names}"
+                )
+        return [[row[name] for row in rows] for name in names]
+    for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise BadRequestError(f"instances[{i}] is not a list; send all rows as lists or all keyed by name")
+        _check_width(len(row), features, f"instances[{i}]")
+    return [[row[j] for row in rows] for j in range(len(features))]
+
+
+def _check_width(width: int, features: list[Feature], where: str) -> None:
+    if width != len(features):
+        shown = f" {[feature.name for feature in features]}" if features and features[0].name is not None else ""
+        raise BadRequestError(
+            f"{where} has {width} values; the model takes {len(features)} features{shown} in this order"
+        )
+
+
+def _convert(cells: list[Any], feature: Feature) -> np.ndarray:
+    """One column's cells as the array of its training dtype; 400 on the first cell it cannot take."""
+    for i, cell in enumerate(cells):
+        if cell is None:
+            if not feature.nullable:
+                raise _bad_cell(i, feature, cell, "its encoder refuses missing values")
+        elif not _fits(cell, feature.type):
+            raise _bad_cell(i, feature, cell)
+    if feature.unknown == REJECTS:
+        allowed = set(feature.categories or ())
+        for i, cell in enumerate(cells):
+            if cell is not None and cell not in allowed:
+                raise _bad_cell(i, feature, cell, "the model's encoder refuses categories it did not see in training")
+    missing = None if feature.missing == "None" else math.nan
+    if feature.type == "number":
+        return np.array([math.nan if cell is None else float(cell) for cell in cells], dtype=np.float64)
+    if feature.type == "integer":
+        if any(cell is None for cell in cells):  # as pandas does: an integer column with a gap is float64
+            return np.array([math.nan if cell is None else float(cell) for cell in cells], dtype=np.float64)
+        return np.array([int(cell) for cell in cells], dtype=np.int64)
+    if feature.type == "boolean" and all(cell is not None for cell in cells):
+        return np.array(cells, dtype=bool)
+    column = np.empty(len(cells), dtype=object)
+    column[:] = [missing if cell is None else cell for cell in cells]
+    return column
+
+
+def _fits(cell: Any, cell_type: str) -> bool:
+    if cell_type == "any":
+        return True
+    if cell_type == "string":
+        return isinstance(cell, str)
+    if cell_type == "boolean":
+        return isinstance(cell, bool)
+    if cell_type == "integer":
+        return not isinstance(cell, bool) and isinstance(cell, Real) and float(cell).is_integer()
+    return isinstance(cell, Real)  # number: booleans count as 0/1, as the OpenAPI document says
+
+
+def _as_pandas(values: np.ndarray, feature: Feature) -> Any:
+    import pandas as pd
+
+    if feature.dtype == "category":
+        known = list(feature.categories or ())
+        # values outside the training categories stay what they are: the model's encoder decides about them
+        unseen = {value for value in values.tolist() if isinstance(value, str | Real)}.difference(known)
+        unseen = {value for value in unseen if not (isinstance(value, float) and math.isnan(value))}
+        return pd.Categorical(values, categories=known + sorted(unseen, key=str))
+    return pd.Series(values, dtype=values.dtype, copy=False)
+
+
+def _bad_cell(row: int, feature: Feature, cell: Any, why: str | None = None) -> BadRequestError:
+    got = "null" if cell is None else f"{cell!r} ({_json_type(cell)})"
+    expected = _EXPECTED.get(feature.type, "a value")
+    if feature.unknown == REJECTS and feature.categories is not None:
+        listed = list(feature.categories[:MAX_LISTED_CATEGORIES])
+        more = f" and {len(feature.categories) - len(listed)} more" if len(feature.categories) > len(listed) else ""
+        expected = f"one of {listed}{more}"
+    reason = f" ({why})" if why else ""
+    return BadRequestError(f"instances[{row}]: feature {feature.label} got {got}; expected {expected}{reason}")
+
+
+def _json_type(cell: Any) -> str:
+    if isinstance(cell, bool):
+        return "a boolean"
+    if isinstance(cell, str):
+        return "a string"
+    if isinstance(cell, Real):
+        return "a number"
+    return "an array or object"
