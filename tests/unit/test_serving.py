@@ -162,7 +162,7 @@ def test_health_is_503_without_a_default_model(lambda_env: Path, context: Any, m
         ({"instances": []}, None, 400, "bad_request", "non-empty"),
         ({"instances": [[1, 2, 3]]}, None, 400, "bad_request", "the model takes 4 features"),
         ({"instances": [[1, 2, 3, 4], [1, 2]]}, None, 400, "bad_request", "instances[1] has 2 values"),
-        ({"instances": [[1, 2, "three", 4]]}, None, 400, "bad_request", "'petal length (cm)' got 'three'"),
+        ({"instances": [[1, 2, "three", 4]]}, None, 400, "bad_request", "'petal length (cm)' got \"three\""),
         ({"instances": [1, 2, 3, 4]}, None, 400, "bad_request", "row"),
         ({"instances": ["some text"]}, None, 400, "bad_request", "expects rows of 4 numbers"),
         ({"instances": [{"sepal length (cm)": 1}]}, None, 400, "bad_request", "missing features"),

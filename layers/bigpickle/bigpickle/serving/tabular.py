@@ -13,6 +13,7 @@ pandas is imported on the first request that needs a DataFrame, so numeric model
 
 from __future__ import annotations
 
+import json
 import math
 import weakref
 from numbers import Real
@@ -166,12 +167,12 @@ def _as_pandas(values: np.ndarray, feature: Feature) -> Any:
 
 
 def _bad_cell(row: int, feature: Feature, cell: Any, why: str | None = None) -> BadRequestError:
-    got = "null" if cell is None else f"{cell!r} ({_json_type(cell)})"
+    got = "null" if cell is None else f"{json.dumps(cell)} ({_json_type(cell)})"
     expected = _EXPECTED.get(feature.type, "a value")
     if feature.unknown == REJECTS and feature.categories is not None:
-        listed = list(feature.categories[:MAX_LISTED_CATEGORIES])
-        more = f" and {len(feature.categories) - len(listed)} more" if len(feature.categories) > len(listed) else ""
-        expected = f"one of {listed}{more}"
+        listed = json.dumps(list(feature.categories[:MAX_LISTED_CATEGORIES]))
+        more = len(feature.categories) - MAX_LISTED_CATEGORIES
+        expected += f", one of {listed}" + (f" and {more} more" if more > 0 else "")
     reason = f" ({why})" if why else ""
     return BadRequestError(f"instances[{row}]: feature {feature.label} got {got}; expected {expected}{reason}")
 
