@@ -8,9 +8,11 @@ read-only /opt. This script:
 
 1. installs the pinned requirements as manylinux wheels for the Lambda runtime's Python and architecture
    (cross-installs work: wheels only, `--platform` tags up to glibc 2.34, Amazon Linux 2023's);
-2. removes distributions the Lambda runtime already provides (`--provided-by-runtime`, e.g. botocore,
-   which aws-xray-sdk pulls in: 22 MB that /var/runtime has anyway);
-3. removes `tests/` folders;
+2. removes distributions the Lambda runtime or another layer of the same functions already provides
+   (`--provided-by-runtime`, e.g. botocore, which aws-xray-sdk pulls in: 22 MB that /var/runtime has anyway;
+   `--provided-by-layer`, e.g. numpy, which pandas pulls in and the ML runtime layer ships);
+3. removes `tests/` folders and the sources compiled extensions were built from (C, C++ and Cython sources
+   and headers: pysimdjson alone ships 7.4 MB of them), which nothing imports at run time;
 4. copies the project's own packages (`--package`), leaving out dev-only subpackages (`--exclude`);
 5. compiles bytecode with `unchecked-hash` invalidation: zip archives keep mtimes at 2 s resolution, so
    timestamp-checked .pyc files would look stale on Lambda and be recompiled in memory on every cold start.
@@ -35,6 +37,7 @@ WHEEL_ARCH = {"x86_64": "x86_64", "arm64": "aarch64"}
 # widen a `manylinux_2_34` tag to older ones by itself, so every accepted glibc minor is listed.
 GLIBC_MINORS = range(17, 35)
 JUNK_DIRS = {"tests", "__pycache__"}
+BUILD_SOURCE_SUFFIXES = {".c", ".cc", ".cpp", ".h", ".hpp", ".pyx", ".pxd", ".pxi"}
 
 
 def pip_install(requirements: Path, target: Path, python_version: str, arch: str) -> None:
@@ -67,10 +70,13 @@ def remove_empty_dirs(root: Path) -> None:
             Path(folder).rmdir()
 
 
-def remove_junk_dirs(root: Path) -> None:
-    for folder in sorted(root.rglob("*"), reverse=True):
-        if folder.is_dir() and folder.name in JUNK_DIRS:
-            shutil.rmtree(folder)
+def remove_junk(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_dir() and path.name in JUNK_DIRS:
+            shutil.rmtree(path)
+        elif path.is_file() and path.suffix in BUILD_SOURCE_SUFFIXES:
+            path.unlink()
+    remove_empty_dirs(root)
 
 
 def copy_package(source: Path, target: Path, exclude: list[str]) -> None:
@@ -89,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--package", type=Path, action="append", default=[], help="a package folder to copy")
     parser.add_argument("--exclude", action="append", default=[], help="a name to leave out of --package")
     parser.add_argument("--provided-by-runtime", action="append", default=[], help="a distribution to drop")
+    parser.add_argument(
+        "--provided-by-layer", action="append", default=[], help="a distribution another layer of the functions ships"
+    )
     parser.add_argument("--arch", choices=sorted(WHEEL_ARCH), default=os.environ.get("LAYER_ARCH", "x86_64"))
     args = parser.parse_args(argv)
 
     python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     args.target.mkdir(parents=True, exist_ok=True)
     pip_install(args.requirements, args.target, python_version, args.arch)
-    remove_distributions(args.target, args.provided_by_runtime)
-    remove_junk_dirs(args.target)
+    remove_distributions(args.target, args.provided_by_runtime + args.provided_by_layer)
+    remove_junk(args.target)
     for package in args.package:
         copy_package(package, args.target, args.exclude)
     if not compileall.compile_dir(
