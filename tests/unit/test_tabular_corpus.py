@@ -127,6 +127,11 @@ def test_an_array_fitted_pipeline_has_unnamed_features_in_column_order(served: H
         ("ints-bools", {"color": "red", "weight": 2.5, "flag": True, "size": 1.0}, "'weight' got 2.5"),
         (
             "ints-bools",
+            {"color": "red", "weight": 2**64 - 1, "flag": True, "size": 1.0},
+            "expected an integer (64-bit)",
+        ),
+        (
+            "ints-bools",
             {"color": "red", "weight": 2, "flag": "yes", "size": 1.0},
             'got "yes" (a string); expected true or false, one of [false, true]',
         ),

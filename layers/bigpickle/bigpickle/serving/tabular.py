@@ -26,11 +26,12 @@ from bigpickle.features import REJECTS, Feature, infer_features
 
 _EXPECTED = {
     "number": "a number (or true/false as 1/0)",
-    "integer": "an integer",
+    "integer": "an integer (64-bit)",
     "boolean": "true or false",
     "string": "a string",
 }
 MAX_LISTED_CATEGORIES = 20  # an error lists at most this many of a column's categories
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _features_by_model: weakref.WeakKeyDictionary[Any, list[Feature]] = weakref.WeakKeyDictionary()
 
@@ -150,7 +151,12 @@ def _fits(cell: Any, cell_type: str) -> bool:
     if cell_type == "boolean":
         return isinstance(cell, bool)
     if cell_type == "integer":
-        return not isinstance(cell, bool) and isinstance(cell, Real) and float(cell).is_integer()
+        return (
+            not isinstance(cell, bool)
+            and isinstance(cell, Real)
+            and float(cell).is_integer()
+            and INT64_MIN <= cell <= INT64_MAX
+        )
     return isinstance(cell, Real)  # number: booleans count as 0/1, as the OpenAPI document says
 
 
