@@ -8,7 +8,8 @@ got and what it expected. Nothing is coerced: null becomes the column's missing 
 None or NaN for text, as the model saw in training) and booleans count as 0/1 in number columns, as the
 OpenAPI document says.
 
-pandas is imported on the first request that needs a DataFrame, so numeric models never pay for it.
+pandas is imported where a DataFrame is built: the stage function, which imports this package but ships
+no pandas, never gets there.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _EXPECTED = {
     "boolean": "true or false",
     "string": "a string",
 }
-MAX_LISTED_CATEGORIES = 20  # an error lists at most this many of a column's categories
+MAX_LISTED = 20  # an error lists at most this many names or categories
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _features_by_model: weakref.WeakKeyDictionary[Any, list[Feature]] = weakref.WeakKeyDictionary()
@@ -98,7 +99,8 @@ def _columns(rows: list[Any], features: list[Feature], named: bool) -> list[list
             unknown = sorted(set(row) - known)
             if missing or unknown:
                 raise BadRequestError(
-                    f"instances[{i}]: missing features {missing}, unknown features {unknown}; the model takes {names}"
+                    f"instances[{i}]: missing features {_listed(missing)}, unknown features {_listed(unknown)}; "
+                    f"the model takes {_listed(names)}"
                 )
         return [[row[name] for row in rows] for name in names]
     for i, row in enumerate(rows):
@@ -110,7 +112,7 @@ def _columns(rows: list[Any], features: list[Feature], named: bool) -> list[list
 
 def _check_width(width: int, features: list[Feature], where: str) -> None:
     if width != len(features):
-        shown = f" {[feature.name for feature in features]}" if features and features[0].name is not None else ""
+        shown = f" {_listed([f.name for f in features])}" if features and features[0].name is not None else ""
         raise BadRequestError(
             f"{where} has {width} values; the model takes {len(features)} features{shown} in this order"
         )
@@ -176,9 +178,7 @@ def _bad_cell(row: int, feature: Feature, cell: Any, why: str | None = None) -> 
     got = "null" if cell is None else f"{json.dumps(cell)} ({_json_type(cell)})"
     expected = _EXPECTED.get(feature.type, "a value")
     if feature.unknown == REJECTS and feature.categories is not None:
-        listed = json.dumps(list(feature.categories[:MAX_LISTED_CATEGORIES]))
-        more = len(feature.categories) - MAX_LISTED_CATEGORIES
-        expected += f", one of {listed}" + (f" and {more} more" if more > 0 else "")
+        expected += f", one of {_listed(list(feature.categories), as_json=True)}"
     reason = f" ({why})" if why else ""
     return BadRequestError(f"instances[{row}]: feature {feature.label} got {got}; expected {expected}{reason}")
 
@@ -191,3 +191,10 @@ def _json_type(cell: Any) -> str:
     if isinstance(cell, Real):
         return "a number"
     return "an array or object"
+
+
+def _listed(values: list[Any], *, as_json: bool = False) -> str:
+    """Names or categories for a message: the first MAX_LISTED, then how many more."""
+    shown = values[:MAX_LISTED]
+    more = f" and {len(values) - MAX_LISTED} more" if len(values) > MAX_LISTED else ""
+    return (json.dumps(shown) if as_json else str(shown)) + more
