@@ -24,48 +24,7 @@ _NUMPY_CORE = {
 }
 _NUMPY = {
     **{f"numpy.{core}.{mod}": names for core in ("core", "_core") for mod, names in _NUMPY_CORE.items()},
-    "numpy": (
-        "ndarray",
-        "dtype",
-        "float64",
-        "float32",
-        "int64",
-        "int32",
-        "bool_",
-        "uint8",
-        "intp",
-        "str_",
-        # element-wise math ufuncs (pure computation) that FunctionTransformer steps name
-        "log",
-        "log1p",
-        "log2",
-        "log10",
-        "exp",
-        "expm1",
-        "sqrt",
-        "square",
-        "absolute",
-        "sign",
-        "tanh",
-        "arcsinh",
-    ),
-    "numpy.dtypes": (
-        "Float64DType",
-        "Float32DType",
-        "Int64DType",
-        "Int32DType",
-        "Int16DType",
-        "Int8DType",
-        "UInt64DType",
-        "UInt32DType",
-        "UInt16DType",
-        "UInt8DType",
-        "BoolDType",
-        "ObjectDType",
-        "StrDType",
-        "BytesDType",
-        "VoidDType",
-    ),
+    "numpy": ("dtype",),
     "numpy.random._pickle": ("__bit_generator_ctor", "__generator_ctor", "__randomstate_ctor"),
     "numpy.random.mtrand": ("RandomState",),
     "numpy.random._generator": ("Generator",),
@@ -74,6 +33,21 @@ _NUMPY = {
     "numpy.random._philox": ("Philox",),
     "numpy.random._sfc64": ("SFC64",),
     "numpy.random.bit_generator": ("SeedSequence", "__pyx_unpickle_SeedSequence"),
+}
+
+# Functions and types a model keeps as attributes (a FunctionTransformer's func, a pooling or score function,
+# a dtype parameter) and calls at predict time. The pickle protocol never calls them while unpickling: a
+# stream that does (`numpy.exp(numpy.ndarray((10**9,)))`, `numpy.absolute(src, out)`) is refused.
+_NUMPY_SCALAR_TYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32",
+    "uint16", "uint8", "bool_", "intp", "str_", "bytes_", "object_", "complex128")  # fmt: skip
+_NUMPY_DTYPE_CLASSES = tuple(f"{kind}DType" for kind in ("Float64", "Float32", "Float16", "Int64", "Int32", "Int16",
+    "Int8", "UInt64", "UInt32", "UInt16", "UInt8", "Bool", "Object", "Str", "Bytes", "Void"))  # fmt: skip
+_NUMPY_UFUNCS = ("log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "square", "absolute", "sign", "tanh",
+    "arcsinh")  # fmt: skip
+_REFERENCE_ONLY_TABLE = {
+    # ndarray is the subtype argument of `_reconstruct`; calling it allocates whatever shape it is given
+    "numpy": ("ndarray", *_NUMPY_SCALAR_TYPES, *_NUMPY_UFUNCS),
+    "numpy.dtypes": _NUMPY_DTYPE_CLASSES,
 }
 
 # Containers and helpers the pickle protocol itself uses. `_codecs.encode` is how protocol 2 stores bytes.
@@ -141,10 +115,8 @@ _SKLEARN_STATE = {
     "sklearn.ensemble._hist_gradient_boosting.binning": ("_BinMapper",),
     "sklearn.ensemble._hist_gradient_boosting.predictor": ("TreePredictor",),
     "sklearn.neural_network._stochastic_optimizers": ("AdamOptimizer", "SGDOptimizer"),
-    "sklearn.preprocessing._label": ("LabelBinarizer", "LabelEncoder", "MultiLabelBinarizer"),
     "sklearn.utils._bunch": ("Bunch",),
     "sklearn.compose._column_transformer": ("make_column_selector",),
-    "sklearn.dummy": ("DummyClassifier", "DummyRegressor"),
 }
 
 # Every estimator class scikit-learn 1.9 ships, under the module that defines it.
@@ -474,9 +446,15 @@ def _pairs(table: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:
     return {(module, name) for module, names in table.items() for name in names}
 
 
-BASE: frozenset[tuple[str, str]] = frozenset(
+# May be referenced, never called while unpickling (see `Allowlist.may_call`).
+REFERENCE_ONLY: frozenset[tuple[str, str]] = frozenset(_pairs(_REFERENCE_ONLY_TABLE))
+
+# Classes and reconstructors: what REDUCE, NEWOBJ, OBJ and INST may call.
+RECONSTRUCTORS: frozenset[tuple[str, str]] = frozenset(
     _pairs(_NUMPY) | _pairs(_PYTHON) | _pairs(_SCIPY) | _pairs(_SKLEARN_STATE) | _pairs(_SKLEARN_ESTIMATORS)
 )
+
+BASE: frozenset[tuple[str, str]] = RECONSTRUCTORS | REFERENCE_ONLY
 
 
 def parse_extra(raw: str) -> frozenset[tuple[str, str]]:
@@ -502,6 +480,17 @@ class Allowlist:
     def allows(self, module: str, name: str) -> bool:
         pair = canonical(module, name)
         return pair in BASE or pair in self.extra or (self.joblib and pair == JOBLIB_ARRAY_WRAPPER)
+
+    def may_call(self, module: str, name: str) -> bool:
+        """May the unpickler call this global (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST, or as the class given to
+        `copyreg.__newobj__`)? True only for reconstructors: allowlisted classes and the functions their
+        `__reduce__` names (numpy's array/dtype/scalar builders, copyreg/_codecs helpers, Cython's
+        `__pyx_unpickle_*`, joblib's array wrapper). False for what may only be referenced (REFERENCE_ONLY:
+        ufuncs, pooling and score functions, numpy types) and for anything not allowlisted.
+        PICKLE_ALLOWLIST_EXTRA entries count as reconstructors: the operator added them to be loaded.
+        """
+        pair = canonical(module, name)
+        return self.allows(*pair) and pair not in REFERENCE_ONLY
 
     def for_format(self, fmt: str) -> Allowlist:
         return Allowlist(self.extra, joblib=fmt == "joblib")
