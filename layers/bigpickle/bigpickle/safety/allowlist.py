@@ -634,9 +634,10 @@ class Allowlist:
         return self.may_call(*pair) if allowed is None else pair in allowed
 
     def may_wrap(self, module: str, name: str) -> bool:
-        """May `functools.partial` wrap this global? Only a function a model may keep (REFERENCE_ONLY_FUNCTIONS):
-        calling the partial at predict time then calls nothing else."""
-        return canonical(module, name) in REFERENCE_ONLY_FUNCTIONS
+        """May `functools.partial` wrap this global? Only a function a model may keep (REFERENCE_ONLY_FUNCTIONS,
+        or an operator's PICKLE_ALLOWLIST_EXTRA entry): calling the partial at predict time calls nothing else."""
+        pair = canonical(module, name)
+        return pair in REFERENCE_ONLY_FUNCTIONS or pair in self.extra
 
     def for_format(self, fmt: str) -> Allowlist:
         return Allowlist(self.extra, joblib=fmt == "joblib")
