@@ -108,6 +108,22 @@ def ufunc_with_out() -> bytes:
     return b"\x80\x04" + _global("numpy", "absolute", 4) + pickle.dumps((src, out), protocol=4)[2:-1] + b"R."
 
 
+def _respelled(obj: Any, old: bytes, new: bytes) -> bytes:
+    data = pickle.dumps(obj, protocol=5)
+    assert data.count(old) == 1
+    return data.replace(old, new)
+
+
+def datetime_dtype_with_an_integer_state() -> bytes:
+    """numpy.dtype("M8") given an int64's __setstate__ (no datetime metadata): numpy crashes building it."""
+    return _respelled(np.arange(3), b"\x8c\x02i8", b"\x8c\x02M8")
+
+
+def object_scalar_from_raw_bytes() -> bytes:
+    """numpy's scalar(dtype("O8"), 8 bytes): the bytes become an object pointer."""
+    return _respelled(np.float64(1.5), b"\x8c\x02f8", b"\x8c\x02O8")
+
+
 # name -> (builder, refused today by the audit or trial load; False: only by zerocopy's scanner rules)
 HOSTILE_STATE: dict[str, tuple[Callable[[], bytes], bool]] = {
     "tree child index out of range": (tree_child_out_of_range, True),
@@ -119,6 +135,8 @@ HOSTILE_STATE: dict[str, tuple[Callable[[], bytes], bool]] = {
     "numpy.exp(numpy.ndarray(150M)) allocation bomb": (ufunc_bomb, False),
     "set(range(10**12))": (set_of_a_huge_range, False),
     "numpy.absolute(src, out) called at load": (ufunc_with_out, False),
+    "datetime dtype with an integer's state": (datetime_dtype_with_an_integer_state, False),
+    "object scalar from raw bytes": (object_scalar_from_raw_bytes, False),
 }
 
 
