@@ -25,7 +25,7 @@ from bigpickle.errors import BigPickleError, ModelLoadError, ModelNotReadyError
 from bigpickle.loading import heap
 from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mib, process_rss
 from bigpickle.loading.compat import check_versions
-from bigpickle.loading.formats import load_model_file
+from bigpickle.loading.quarantine import guarded_load_model_file
 from bigpickle.observability import MetricUnit, logger, metrics, tracer
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.store import Manifest, ModelStore, validate_model_name
@@ -81,7 +81,7 @@ class ModelRegistry:
         budget: MemoryBudget | None = None,
         allowlist: Allowlist | None = None,
         request_wait_seconds: float = REQUEST_WAIT_SECONDS,
-        loader: Loader = load_model_file,
+        loader: Loader = guarded_load_model_file,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
