@@ -24,10 +24,6 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler,
 
 COLORS = ["red", "green", "blue"]
 SHAPES = ["round", "square", "oval", "star"]
-# What the pickle of HistGradientBoosting(categorical_features="from_dtype") imports beyond today's allowlist.
-# Helper "safety" rules on these (functools.partial of an allowlisted function); until that is merged the corpus
-# passes them as PICKLE_ALLOWLIST_EXTRA, the operator's setting for exactly this.
-ALLOWED_UNTIL_SAFETY_MERGE = "functools:partial,sklearn.utils.validation:check_array"
 
 
 def training_table(rows: int = 240, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -61,12 +57,11 @@ def asked_rows() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Case:
-    """A fitted model, the rows to ask it about as it takes them in process, and its extra allowlist."""
+    """A fitted model and the rows to ask it about, as it takes them in process."""
 
     name: str
     model: Any
     rows: Any  # DataFrame (models fitted on DataFrames) or numpy object array
-    allowlist_extra: str = ""
 
     @property
     def classifier(self) -> bool:
@@ -123,7 +118,7 @@ def hist_gradient_boosting_categories() -> Case:
     rows = asked_rows()[["color", "shape", "size", "weight"]]
     rows["color"] = rows["color"].astype(pd.CategoricalDtype(COLORS))  # "purple" is missing to the model
     rows["shape"] = rows["shape"].astype(pd.CategoricalDtype(SHAPES))
-    return Case("hgb-categories", model, rows, ALLOWED_UNTIL_SAFETY_MERGE)
+    return Case("hgb-categories", model, rows)
 
 
 def target_encoder() -> Case:

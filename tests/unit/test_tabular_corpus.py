@@ -34,10 +34,8 @@ def request(handler: Handler, method: str, path: str, body: Any = None) -> tuple
 
 
 @pytest.fixture
-def served(corpus: dict[str, Case], moto_s3: Any, lambda_env: Path, monkeypatch: pytest.MonkeyPatch) -> Handler:
-    """Given every corpus model uploaded to S3 and staged by the stage handler's S3 events."""
-    extra = ",".join(sorted({case.allowlist_extra for case in corpus.values()} - {""}))
-    monkeypatch.setenv("PICKLE_ALLOWLIST_EXTRA", extra)
+def served(corpus: dict[str, Case], moto_s3: Any, lambda_env: Path) -> Handler:
+    """Given every corpus model uploaded to S3 and staged by the stage handler's S3 events (default allowlist)."""
     stage = stage_handler()
     for name, case in corpus.items():
         key = f"models/{name}/model.pkl"
