@@ -13,8 +13,11 @@ read-only /opt. This script:
    `--provided-by-layer`, e.g. numpy, which pandas pulls in and the ML runtime layer ships);
 3. removes `tests/` folders and the sources compiled extensions were built from (C, C++ and Cython sources
    and headers: pysimdjson alone ships 7.4 MB of them), which nothing imports at run time;
-4. copies the project's own packages (`--package`), leaving out dev-only subpackages (`--exclude`);
-5. compiles bytecode with `unchecked-hash` invalidation: zip archives keep mtimes at 2 s resolution, so
+4. strips the extension modules' debug symbols (`strip --strip-unneeded`; scipy's and scikit-learn's wheels
+   ship them), with a GNU strip that reads the target architecture (the host's own, or binutils' cross
+   strip for another architecture);
+5. copies the project's own packages (`--package`), leaving out dev-only subpackages (`--exclude`);
+6. compiles bytecode with `unchecked-hash` invalidation: zip archives keep mtimes at 2 s resolution, so
    timestamp-checked .pyc files would look stale on Lambda and be recompiled in memory on every cold start.
 
 Run it with the runtime's interpreter (python3.13): the .pyc files are specific to that version.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -79,6 +83,28 @@ def remove_junk(root: Path) -> None:
     remove_empty_dirs(root)
 
 
+def strip_shared_libraries(root: Path, arch: str) -> bool:
+    """Drop debug symbols from every shared library; False (and nothing changed) when the host cannot."""
+    # GNU strip only: llvm-strip leaves auditwheel-patched modules (numpy's) unloadable. binutils' cross
+    # strip reads its target; a plain strip only the host's own architecture.
+    candidates = [f"{WHEEL_ARCH[arch]}-linux-gnu-strip"]
+    if platform.machine() == WHEEL_ARCH[arch]:
+        candidates.append("strip")
+    strip = next((found for found in map(shutil.which, candidates) if found), None)
+    if strip is None:
+        return False
+    # Not the libraries auditwheel vendors into `<dist>.libs/`: patchelf rewrote their headers, and strip
+    # would leave them unloadable ("ELF load command address/offset not page-aligned").
+    libraries = [
+        str(path)
+        for path in root.rglob("*.so*")
+        if path.is_file() and not path.is_symlink() and not path.parent.name.endswith(".libs")
+    ]
+    for start in range(0, len(libraries), 200):
+        subprocess.run([strip, "--strip-unneeded", *libraries[start : start + 200]], check=True)
+    return True
+
+
 def copy_package(source: Path, target: Path, exclude: list[str]) -> None:
     ignored = shutil.ignore_patterns(*JUNK_DIRS, "*.pyc", *exclude)
     shutil.copytree(source, target / source.name, ignore=ignored, dirs_exist_ok=True)
@@ -106,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     pip_install(args.requirements, args.target, python_version, args.arch)
     remove_distributions(args.target, args.provided_by_runtime + args.provided_by_layer)
     remove_junk(args.target)
+    stripped = strip_shared_libraries(args.target, args.arch)
     for package in args.package:
         copy_package(package, args.target, args.exclude)
     if not compileall.compile_dir(
@@ -113,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         return 1
     size_mb = tree_bytes(args.target) / 1e6
-    print(f"layer {args.target.parent.name}: python{python_version}/{args.arch}, {size_mb:.1f} MB unzipped")
+    note = "" if stripped else f" (not stripped: no {WHEEL_ARCH[args.arch]}-linux-gnu-strip or host strip)"
+    print(f"layer {args.target.parent.name}: python{python_version}/{args.arch}, {size_mb:.1f} MB unzipped{note}")
     return 0
 
 

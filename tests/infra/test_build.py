@@ -17,7 +17,7 @@ from tests.infra.conftest import LAMBDA_PYTHON, REPO, lambda_python_env, run
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 # Each function's layers: only what it imports (template.yaml; docs/api.md has the sizes).
 FUNCTION_LAYERS = {
-    "StageFunction": {"BigpickleLayer", "MlRuntimeLayer", "StageRuntimeLayer"},
+    "StageFunction": {"BigpickleLayer", "MlRuntimeLayer", "PandasLayer", "StageRuntimeLayer"},
     "PredictFunction": {"BigpickleLayer", "MlRuntimeLayer", "PandasLayer"},
 }
 
@@ -149,5 +149,5 @@ def test_given_the_built_stage_function_when_run_on_python_3_13_alone_then_it_im
     assert found["site_packages"] == []
     assert found["modules"]["awscrt"].startswith(str(sam_build / "StageRuntimeLayer"))
     assert found["modules"]["sklearn"].startswith(str(sam_build / "MlRuntimeLayer"))
-    assert found["modules"]["pandas"] is None
+    assert found["modules"]["pandas"].startswith(str(sam_build / "PandasLayer"))  # scikit-learn imports it
     assert found["modules"]["botocore"].startswith(str(runtime_boto3))
