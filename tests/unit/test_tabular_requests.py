@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,19 @@ from bigpickle.config import Settings
 from bigpickle.features import Feature, infer_features
 from bigpickle.local.runtime import predict_handler
 from bigpickle.serving.validation import SIMDJSON_MIN_BYTES, RequestLimits, RequestValidator, parse_predict_request
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import GridSearchCV
 
 from tests.helpers import publish_model
-from tests.tabular_corpus import hist_gradient_boosting_categories, imputer_ordinal, integers_and_booleans
+from tests.tabular_corpus import (
+    hist_gradient_boosting_categories,
+    imputer_ordinal,
+    integers_and_booleans,
+    onehot_scaler,
+    training_table,
+)
 from tests.unit.test_tabular_corpus import request
 
 
@@ -77,6 +87,27 @@ def test_an_imputer_before_a_strict_encoder_lets_nulls_through(validator: Reques
 
     assert (color.unknown, color.nullable) == ("error", True)
     assert (shape.unknown, shape.nullable) == ("accepted", True)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda pipeline: GridSearchCV(pipeline, {"logisticregression__C": [0.5, 1.0]}, cv=2),
+        lambda pipeline: CalibratedClassifierCV(pipeline, cv=2),
+    ],
+)
+def test_a_wrapped_pipeline_is_described_by_the_pipeline_inside(wrap: Any) -> None:
+    case = onehot_scaler()
+    table, target = training_table()
+    table = table.dropna()
+
+    wrapped = wrap(clone(case.model)).fit(table[["color", "size", "weight"]], target[table.index])
+
+    assert [(f.name, f.type) for f in infer_features(wrapped)] == [
+        ("color", "string"),
+        ("size", "number"),
+        ("weight", "number"),
+    ]
 
 
 def test_features_recorded_at_staging_are_the_ones_served(lambda_env: Path) -> None:

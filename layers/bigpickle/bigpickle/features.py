@@ -129,6 +129,8 @@ def _visit(estimator: Any, positions: list[int], learnt: dict[int, _Column]) -> 
             _visit(part, positions, learnt)
     elif hasattr(estimator, "is_categorical_") and hasattr(estimator, "_preprocessor"):
         _visit_hist_gradient_boosting(estimator, positions, learnt)
+    elif (inner := _wrapped(estimator)) is not None:
+        _visit(inner, positions, learnt)
     else:
         for offset, column in _own_columns(estimator).items():
             if offset < len(positions):
@@ -160,6 +162,16 @@ def _visit_hist_gradient_boosting(model: Any, positions: list[int], learnt: dict
         if model.is_categorical_[offset]:
             column = replace(column, category_dtype=from_dtype)
         learnt[positions[offset]] = learnt.get(positions[offset], _Column()).merge(column)
+
+
+def _wrapped(estimator: Any) -> Any:
+    """The model a meta-estimator refitted on all of its input columns: a search's best estimator, a target
+    transformer's regressor, a calibrated classifier's first fitted classifier."""
+    for attribute in ("best_estimator_", "regressor_"):
+        if hasattr(estimator, attribute):
+            return getattr(estimator, attribute)
+    calibrated = getattr(estimator, "calibrated_classifiers_", None)
+    return calibrated[0].estimator if calibrated else None
 
 
 def _keeps_columns(step: Any) -> bool:
