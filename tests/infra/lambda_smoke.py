@@ -4,6 +4,8 @@ function, its built layers and a copy of the runtime's own boto3 are importable,
 
 usage: python3.13 -S lambda_smoke.py stage|predict FUNCTION_DIR EVENTS_DIR MODELS_ROOT [LAYER_OR_RUNTIME_DIR ...]
 
+`stage` imports the stage handler and trial-loads (as staging does) a pickle that holds a pandas object.
+
 `predict` fits two models with what the layers ship (a forest on iris, and a DataFrame pipeline with a text
 column), publishes them under MODELS_ROOT as staging does, and asks the handler about them: health, and the
 sample DataFrame request (events/predict-dataframe.json) next to the in-process answer. It also times the
@@ -119,6 +121,22 @@ def smoke_predict(function_dir: str, events_dir: str, models_root: str) -> dict:
     }
 
 
+def trial_load_pandas_object(folder: str) -> str:
+    """Staging's trial load of a pickle that names a pandas global (pandas.NA): it needs pandas in the stage."""
+    from pathlib import Path
+
+    import pandas as pd
+    from bigpickle.safety import Allowlist
+    from bigpickle.safety.trial import trial_load
+    from sklearn.impute import SimpleImputer
+
+    imputer = SimpleImputer(missing_values=pd.NA).fit(pd.DataFrame({"a": pd.array([1.0, None, 3.0], dtype="Float64")}))
+    path = Path(folder) / "imputer.pkl"
+    path.write_bytes(pickle.dumps(imputer, protocol=5))
+    trial_load(path, "pickle", Allowlist())
+    return "loaded"
+
+
 def main() -> None:
     role, function_dir, events_dir, models_root, *search_path = sys.argv[1:]
     sys.path[1:1] = search_path
@@ -127,7 +145,7 @@ def main() -> None:
         modules = PREDICT_MODULES
     else:
         load_handler_module("stage_app", function_dir)
-        found, modules = {}, STAGE_MODULES
+        found, modules = {"trial_load": trial_load_pandas_object(models_root)}, STAGE_MODULES
     found["python"] = list(sys.version_info[:2])
     found["site_packages"] = [entry for entry in sys.path if "site-packages" in entry]
     found["modules"] = {name: getattr(sys.modules.get(name), "__file__", None) for name in modules}

@@ -150,4 +150,5 @@ def test_given_the_built_stage_function_when_run_on_python_3_13_alone_then_it_im
     assert found["modules"]["awscrt"].startswith(str(sam_build / "StageRuntimeLayer"))
     assert found["modules"]["sklearn"].startswith(str(sam_build / "MlRuntimeLayer"))
     assert found["modules"]["pandas"].startswith(str(sam_build / "PandasLayer"))  # scikit-learn imports it
+    assert found["trial_load"] == "loaded"  # a pickle holding pandas.NA passes staging's trial load
     assert found["modules"]["botocore"].startswith(str(runtime_boto3))
