@@ -160,7 +160,7 @@ def test_health_is_503_without_a_default_model(lambda_env: Path, context: Any, m
         ("", None, 400, "bad_request", "empty"),
         ({"rows": [[1, 2, 3, 4]]}, None, 400, "bad_request", '"instances"'),
         ({"instances": []}, None, 400, "bad_request", "non-empty"),
-        ({"instances": [[1, 2, 3]]}, None, 400, "bad_request", "the model takes 4 features"),
+        ({"instances": [[1, 2, 3]]}, None, 400, "bad_request", "expects 4 features"),
         ({"instances": [[1, 2, 3, 4], [1, 2]]}, None, 400, "bad_request", "instances[1] has 2 values"),
         ({"instances": [[1, 2, "three", 4]]}, None, 400, "bad_request", "'petal length (cm)' got \"three\""),
         ({"instances": [1, 2, 3, 4]}, None, 400, "bad_request", "row"),

@@ -78,6 +78,35 @@ def infer_features(model: Any) -> list[Feature]:
     ]
 
 
+def selects_columns_by_name(model: Any) -> bool:
+    """Whether the model picks input columns by name somewhere (a ColumnTransformer fitted on a DataFrame with
+    column names): such a model only works on a DataFrame. Others fitted on one answer the same on an array."""
+    pending = [model]
+    while pending:
+        estimator = pending.pop()
+        if estimator is None or isinstance(estimator, str):
+            continue
+        if hasattr(estimator, "transformers_"):
+            if any(_names_columns(columns) for _, _, columns in estimator.transformers_):
+                return True
+            pending.extend(part for _, part, _ in estimator.transformers_)
+        elif hasattr(estimator, "steps"):
+            pending.extend(step for _, step in estimator.steps)
+        elif hasattr(estimator, "transformer_list"):
+            pending.extend(part for _, part in estimator.transformer_list)
+        elif (inner := _wrapped(estimator)) is not None:
+            pending.append(inner)
+    return False
+
+
+def _names_columns(columns: Any) -> bool:
+    if isinstance(columns, str):
+        return True
+    if hasattr(columns, "dtype"):  # an array of names or a boolean mask
+        return columns.dtype.kind in "OU"
+    return isinstance(columns, list | tuple) and any(isinstance(column, str) for column in columns)
+
+
 @dataclass(frozen=True)
 class _Column:
     """What the estimators reading one column taught us; fields stay None until one does."""

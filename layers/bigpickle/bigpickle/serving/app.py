@@ -21,7 +21,7 @@ from bigpickle.errors import (
 )
 from bigpickle.loading import ModelRegistry, describe, heap
 from bigpickle.observability import MetricUnit, logger, metrics
-from bigpickle.serving.tabular import features_of
+from bigpickle.serving.tabular import columns_of
 from bigpickle.serving.validation import (
     RequestLimits,
     RequestValidator,
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @app.get("/v1/models/<name>")
     def model_metadata(name: str) -> dict[str, Any]:
         loaded = registry.get(name)
-        features = features_of(loaded.model, loaded.manifest.features)
+        features = columns_of(loaded.model, loaded.manifest.features).features
         return {**describe(loaded), "features": [feature.as_dict() for feature in features]}
 
     @app.get("/openapi.json")

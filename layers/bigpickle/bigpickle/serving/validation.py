@@ -280,12 +280,11 @@ def parse_predict_request(
 def _to_inputs(body: PredictBody, model: Any, recorded_features: list[dict[str, Any]] | None) -> Any:
     instances = body.instances
     if not (isinstance(instances, list) and isinstance(instances[0], str)):
-        features = tabular.features_of(model, recorded_features)
-        named = hasattr(model, "feature_names_in_")
-        if features and tabular.needs_table(features, named):
-            if isinstance(instances, np.ndarray) and all(feature.type == "number" for feature in features):
-                return tabular.from_matrix(instances, features)
-            return tabular.from_rows(body.rows(), features, named)
+        columns = tabular.columns_of(model, recorded_features)
+        if columns.features and (columns.frame or columns.typed or isinstance(instances, list)):
+            if isinstance(instances, np.ndarray) and not columns.typed:
+                return tabular.from_matrix(instances, columns)
+            return tabular.from_rows(body.rows(), columns)
     if isinstance(instances, np.ndarray):
         return _numeric_rows(instances, model)
     first = instances[0]
