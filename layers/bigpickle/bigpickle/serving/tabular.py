@@ -1,15 +1,13 @@
-"""Rows of a predict body -> the table the model was fitted on, column by column as `features` describe it.
+"""Rows of a predict body -> the input the model was fitted on, column by column as its features describe them.
 
-A model fitted on a DataFrame (it has `feature_names_in_`) gets a pandas DataFrame with its training columns
-and their training dtypes; one fitted on an array with text columns gets an object array in column order.
-Each cell is checked against its column: a cell of the wrong type, a row without a feature or with one the
-model does not know, or a category the model's encoder would refuse is a 400 naming the feature, what it
-got and what it expected. Nothing is coerced: null becomes the column's missing value (NaN for numbers,
-None or NaN for text, as the model saw in training) and booleans count as 0/1 in number columns, as the
-OpenAPI document says.
-
-pandas is imported where a DataFrame is built: the stage function, which imports this package but ships
-no pandas, never gets there.
+A model fitted on a DataFrame with typed columns (text, integer, boolean, category) or picking columns by
+name gets a pandas DataFrame with its training columns and their training dtypes; one fitted on an array
+with typed columns gets an object array in column order; a model whose columns all take numbers gets a
+float64 matrix in training column order. Each cell is checked against its column: a cell of the wrong
+type, a row without a feature or with one the model does not know, or a category the model's encoder would
+refuse is a 400 naming the feature, what it got and what it expected. Nothing is coerced: null becomes the
+column's missing value (NaN for numbers, None or NaN for text, as the model saw in training) and booleans
+count as 0/1 in number columns, as the OpenAPI document says.
 """
 
 from __future__ import annotations
