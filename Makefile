@@ -84,7 +84,8 @@ LOCAL_ENV_VARS = $(LOCAL_BUILD_DIR)/env-vars.json
 RIE_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
 SAM_LOCAL = $(PY) local-runtime/sam_local.py --build-dir $(LOCAL_BUILD_DIR) --models-dir $(MODELS_DIR) \
 	--env-vars $(LOCAL_ENV_VARS) -- $(SAM) local
-SAM_LOCAL_FLAGS = --invoke-image $(LOCAL_IMAGE) --skip-pull-image --docker-network host --mount-symlinks
+# SAM_ARGS: more `sam local` options, e.g. SAM_ARGS=--debug (logs each event SAM builds).
+SAM_LOCAL_FLAGS = --invoke-image $(LOCAL_IMAGE) --skip-pull-image --docker-network host --mount-symlinks $(SAM_ARGS)
 STACK_SOURCES := template.yaml $(shell find functions layers -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
 
 local-image: setup infra-tools

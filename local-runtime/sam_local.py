@@ -17,11 +17,13 @@ The AWS credentials of the calling environment reach the functions through SAM i
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -35,17 +37,24 @@ ENV_VARS_TEMPLATE = HERE / "env.json"
 MODELS_LINK = "models"  # <build>/PredictFunction/models -> the models folder (/var/task/models in the container)
 LOOPBACK_NAMES = {"127.0.0.1", "localhost"}
 RELAY_BUFFER_BYTES = 256 * 1024
+SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 
 
 def bridge_gateway() -> str:
-    """The host's address on Docker's default bridge network, as containers see it."""
-    result = subprocess.run(
-        ["docker", "network", "inspect", "bridge", "--format", "{{ (index .IPAM.Config 0).Gateway }}"],
+    """This host's address on Docker's default bridge network (docker0), where its containers reach it."""
+    interface = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "--format", '{{ index .Options "com.docker.network.bridge.name" }}'],
         capture_output=True,
         text=True,
         check=True,
-    )
-    return result.stdout.strip()
+    ).stdout.strip()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("256s", interface.encode()[:15])
+        try:
+            address = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)[20:24])
+        except OSError as exc:
+            raise SystemExit(f"sam_local: no IPv4 address on Docker's bridge {interface!r}: {exc}") from None
+    return address
 
 
 class TcpRelay:

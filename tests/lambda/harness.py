@@ -50,6 +50,18 @@ def built_function(build_dir: Path, function: str) -> tuple[Path, list[Path]]:
     return parts["code"], layers
 
 
+def api_event(path: str, method: str = "GET", body: str | None = None) -> dict[str, Any]:
+    """An HTTP API payload-2.0 event like those in events/, for another route or body."""
+    from bigpickle.local.events import load_event
+
+    event = load_event("health")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    if body is not None:
+        event["body"] = body
+    return event
+
+
 @dataclass
 class LambdaContainer:
     """`with LambdaContainer(...) as fn: fn.invoke(event)`; removes its container and volume on exit."""

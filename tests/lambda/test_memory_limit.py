@@ -13,20 +13,11 @@ from sklearn.neighbors import KNeighborsRegressor
 
 from tests.helpers import publish_model
 
-from .harness import LambdaContainer, docker
+from .harness import LambdaContainer, api_event, docker
 
 LIMIT_MIB = 384
 TOO_BIG_BYTES = 480 * 2**20  # load cost 1.0x for a protocol-5 pickle: more than the whole limit
 FEATURES = 64
-
-
-def api_event(path: str, method: str = "GET", body: str | None = None) -> dict[str, Any]:
-    event = load_event("health")
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["requestContext"]["http"]["method"] = method
-    if body is not None:
-        event["body"] = body
-    return event
 
 
 def test_given_a_container_smaller_than_a_model_then_predict_answers_503_and_the_container_lives_on(
