@@ -83,9 +83,9 @@ LOCAL_BUILD_DIR ?= .aws-sam/local
 LOCAL_ENV_VARS = $(LOCAL_BUILD_DIR)/env-vars.json
 RIE_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
 SAM_LOCAL = $(PY) local-runtime/sam_local.py --build-dir $(LOCAL_BUILD_DIR) --models-dir $(MODELS_DIR) \
-	--env-vars $(LOCAL_ENV_VARS) -- $(SAM) local
+	--env-vars $(LOCAL_ENV_VARS) --
 # SAM_ARGS: more `sam local` options, e.g. SAM_ARGS=--debug (logs each event SAM builds).
-SAM_LOCAL_FLAGS = --invoke-image $(LOCAL_IMAGE) --skip-pull-image --docker-network host --mount-symlinks $(SAM_ARGS)
+SAM_LOCAL_FLAGS = --invoke-image $(LOCAL_IMAGE) --skip-pull-image --docker-network host $(SAM_ARGS)
 STACK_SOURCES := template.yaml $(shell find functions layers -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
 
 local-image: setup infra-tools
@@ -104,9 +104,10 @@ $(LOCAL_BUILD_DIR)/template.yaml: $(STACK_SOURCES) | infra-tools
 local-invoke: local-image $(LOCAL_BUILD_DIR)/template.yaml
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || \
 		{ echo "usage: make local-invoke FUNCTION=PredictFunction EVENT=events/health.json [MODELS_DIR=dir]" >&2; exit 2; }
-	@$(SAM_LOCAL) invoke $(FUNCTION) --event $(EVENT) $(SAM_LOCAL_FLAGS) && echo
+	@$(SAM_LOCAL) $(SAM) local invoke $(FUNCTION) --event $(EVENT) --mount-symlinks $(SAM_LOCAL_FLAGS) && echo
 
 # Serves until interrupted (Ctrl-C stops SAM and its containers). One warm container per function, as a
-# Lambda instance keeps its loaded model between requests.
+# Lambda instance keeps its loaded model between requests. start-api lacks --mount-symlinks: sam_cli.py.
 local-api: local-image $(LOCAL_BUILD_DIR)/template.yaml
-	$(SAM_LOCAL) start-api --host 127.0.0.1 --port $(PORT) --warm-containers LAZY $(SAM_LOCAL_FLAGS)
+	$(SAM_LOCAL) $(INFRA_VENV)/sam/bin/python local-runtime/sam_cli.py local start-api --host 127.0.0.1 \
+		--port $(PORT) --warm-containers LAZY $(SAM_LOCAL_FLAGS)

@@ -66,13 +66,18 @@ def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                 )
             time.sleep(0.5)
     before = set(running_containers())
+    volumes_before = set(our_volumes())
     try:
         yield
     finally:
-        # What this session started and left behind: our own containers and SAM's Lambda containers.
+        # What this session started and left behind: our own containers and SAM's Lambda containers, and
+        # the /opt overlay volumes of ours.
         leftovers = [cid for cid in running_containers() if cid not in before]
         if leftovers:
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+        volumes = [name for name in our_volumes() if name not in volumes_before]
+        if volumes:
+            subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
         if started is not None:
             started.terminate()
             try:
@@ -90,6 +95,13 @@ def running_containers() -> list[str]:
         )
         ids += result.stdout.split()
     return ids
+
+
+def our_volumes() -> list[str]:
+    result = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label={CONTAINER_LABEL}"], capture_output=True, text=True
+    )
+    return result.stdout.split()
 
 
 @pytest.fixture(scope="session")
