@@ -67,17 +67,22 @@ def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             time.sleep(0.5)
     before = set(running_containers())
     volumes_before = set(our_volumes())
+    images_before = set(dangling_images())
     try:
         yield
     finally:
-        # What this session started and left behind: our own containers and SAM's Lambda containers, and
-        # the /opt overlay volumes of ours.
+        # What this session started and left behind: our own containers and SAM's Lambda containers, the
+        # /opt overlay volumes of ours, the images SAM replaced.
         leftovers = [cid for cid in running_containers() if cid not in before]
         if leftovers:
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
         volumes = [name for name in our_volumes() if name not in volumes_before]
         if volumes:
             subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
+        # SAM rebuilds its image (base + layers) for each new build folder; the one it replaced is left untagged.
+        images = [image for image in dangling_images() if image not in images_before]
+        if images:
+            subprocess.run(["docker", "rmi", *images], capture_output=True)
         if started is not None:
             started.terminate()
             try:
@@ -95,6 +100,11 @@ def running_containers() -> list[str]:
         )
         ids += result.stdout.split()
     return ids
+
+
+def dangling_images() -> list[str]:
+    result = subprocess.run(["docker", "images", "-q", "--filter", "dangling=true"], capture_output=True, text=True)
+    return result.stdout.split()
 
 
 def our_volumes() -> list[str]:
