@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup demo test unit integration lint clean infra-tools infra build validate
+.PHONY: setup demo test unit integration lint clean infra-tools infra build validate local-image local-invoke local-api
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -53,6 +53,8 @@ CFN_LINT := $(INFRA_VENV)/sam/bin/cfn-lint
 CHECKOV := $(INFRA_VENV)/checkov/bin/checkov
 export SAM_CLI_TELEMETRY := 0
 AWS_REGION_FOR_CHECKS := us-east-1
+# `sam build` needs the runtime's python3.13 on PATH; pyenv keeps it under its versions.
+LAMBDA_PYTHON_PATH = $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin 2>/dev/null | tail -1):$$PATH
 
 $(INFRA_VENV)/%/.installed: tests/infra/requirements-%.txt
 	rm -rf $(INFRA_VENV)/$*
@@ -74,4 +76,47 @@ validate: infra-tools
 
 # Build for deployment into .aws-sam/ (then: $(SAM) deploy --guided). LAYER_ARCH=arm64 for arm64 layers.
 build: infra-tools
-	PATH="$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin 2>/dev/null | tail -1):$$PATH" $(SAM) build
+	PATH="$(LAMBDA_PYTHON_PATH)" $(SAM) build
+
+# --- the functions in a local Lambda runtime (docs/local.md) ---------------------------------------
+# `sam local` runs each function in a Lambda-compatible container: /var/task read-only, the layers in /opt,
+# MemorySize as the container's memory limit, AWS's runtime interface client calling the handler.
+# LOCAL_IMAGE is built here offline (local-runtime/build-image.sh); LOCAL_IMAGE=public.ecr.aws/lambda/python:3.13
+# pulls AWS's own image instead. MODELS_DIR stands in for EFS (read-only for the predict function).
+BUILT_IMAGE := bigpickle-lambda-python3.13:local
+LOCAL_IMAGE ?= $(BUILT_IMAGE)
+MODELS_DIR ?= .local-models
+PORT ?= 3000
+# Its own build folder: the models link it gets must never reach a `sam deploy` of .aws-sam/build.
+LOCAL_BUILD_DIR ?= .aws-sam/local
+LOCAL_ENV_VARS = $(LOCAL_BUILD_DIR)/env-vars.json
+RIE_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+SAM_LOCAL = $(PY) local-runtime/sam_local.py --build-dir $(LOCAL_BUILD_DIR) --models-dir $(MODELS_DIR) \
+	--env-vars $(LOCAL_ENV_VARS) --
+# SAM_ARGS: more `sam local` options, e.g. SAM_ARGS=--debug (logs each event SAM builds).
+SAM_LOCAL_FLAGS = --invoke-image $(LOCAL_IMAGE) --skip-pull-image --docker-network host $(SAM_ARGS)
+STACK_SOURCES := template.yaml $(shell find functions layers -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
+
+local-image: setup infra-tools
+ifeq ($(LOCAL_IMAGE),$(BUILT_IMAGE))
+	PYTHON=$(PY) local-runtime/build-image.sh $(LOCAL_IMAGE) \
+		"$$(ls $(INFRA_VENV)/sam/lib/python3*/site-packages/samcli/local/rapid/aws-lambda-rie-$(RIE_ARCH))"
+else
+	docker pull $(LOCAL_IMAGE)
+endif
+
+$(LOCAL_BUILD_DIR)/template.yaml: $(STACK_SOURCES) | infra-tools
+	PATH="$(LAMBDA_PYTHON_PATH)" $(SAM) build --build-dir $(LOCAL_BUILD_DIR) --parallel
+	touch $@
+
+# The function's answer is the last line of standard output (SAM's own messages go to standard error).
+local-invoke: local-image $(LOCAL_BUILD_DIR)/template.yaml
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || \
+		{ echo "usage: make local-invoke FUNCTION=PredictFunction EVENT=events/health.json [MODELS_DIR=dir]" >&2; exit 2; }
+	@$(SAM_LOCAL) $(SAM) local invoke $(FUNCTION) --event $(EVENT) --mount-symlinks $(SAM_LOCAL_FLAGS) && echo
+
+# Serves until interrupted (Ctrl-C stops SAM and its containers). One warm container per function, as a
+# Lambda instance keeps its loaded model between requests. start-api lacks --mount-symlinks: sam_cli.py.
+local-api: local-image $(LOCAL_BUILD_DIR)/template.yaml
+	$(SAM_LOCAL) $(INFRA_VENV)/sam/bin/python local-runtime/sam_cli.py local start-api --host 127.0.0.1 \
+		--port $(PORT) --warm-containers LAZY $(SAM_LOCAL_FLAGS)

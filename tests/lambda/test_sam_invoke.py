@@ -1,0 +1,93 @@
+"""`make local-invoke` (sam local invoke in the local Lambda image) with every sample event in events/:
+each gives the answer the README documents. The stage function reads the local S3 server; the predict
+function serves the models folder (read-only at /var/task/models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bigpickle.local.demo import request_rows
+from bigpickle.local.events import events_dir, load_event
+from bigpickle.store import ModelStore
+
+from tests.infra.conftest import REPO
+
+# event file -> (function, HTTP status or None for a non-HTTP answer)
+EXPECTED = {
+    "s3-put.json": ("StageFunction", None),
+    "warmup.json": ("PredictFunction", None),
+    "health.json": ("PredictFunction", 200),
+    "list-models.json": ("PredictFunction", 200),
+    "metadata.json": ("PredictFunction", 200),
+    "predict-single.json": ("PredictFunction", 200),
+    "predict-batch.json": ("PredictFunction", 200),
+    "predict-by-feature-name.json": ("PredictFunction", 200),
+    "bad-request.json": ("PredictFunction", 400),
+    "malformed-json.json": ("PredictFunction", 400),
+}
+INVOKE_TIMEOUT_SECONDS = 300
+
+
+def local_invoke(build_dir: Path, models: Path, function: str, event: str, env: dict[str, str]) -> dict[str, Any]:
+    """`make local-invoke` as the README shows it; the function's answer is the last line of its output."""
+    command = [
+        "make", "--no-print-directory", "local-invoke", f"FUNCTION={function}", f"EVENT=events/{event}",
+        f"MODELS_DIR={models}", f"LOCAL_BUILD_DIR={build_dir}",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=INVOKE_TIMEOUT_SECONDS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_sample_event_has_a_documented_answer_here() -> None:
+    assert sorted(path.name for path in events_dir().glob("*.json")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("event", sorted(EXPECTED))
+def test_given_the_built_stack_when_sam_local_invokes_a_sample_event_then_it_answers_as_documented(
+    event: str,
+    lambda_image: str,
+    sam_build: Path,
+    staged_models: Path,
+    iris_upload: dict[str, Any],
+    trained: dict[str, tuple[Any, Any]],
+    memory_sizes: dict[str, int],
+) -> None:
+    function, status = EXPECTED[event]
+    answer = local_invoke(sam_build, staged_models, function, event, iris_upload["env"])
+    current = ModelStore(staged_models).current_version("iris")
+
+    if event == "s3-put.json":
+        # Staged from the local S3 server inside the stage container (into its own /tmp: SAM mounts nothing
+        # writable; tests/lambda/test_pipeline_containers.py stages into a shared folder).
+        assert "results" in answer, answer
+        [result] = answer["results"]
+        assert result["status"] == "published" and result["model"] == "iris", answer
+        return
+    if event == "warmup.json":
+        assert answer["status"] == "ready" and answer["model"] == "iris" and answer["version"] == current, answer
+        return
+    assert answer["statusCode"] == status, answer
+    body = json.loads(answer["body"])
+    model = trained["iris"][0]
+    if event.startswith("predict-"):
+        sent = load_event(event)
+        expected = model.predict(request_rows(sent, list(model.feature_names_in_))).tolist()
+        assert body["predictions"] == expected and body["model_version"] == current
+    elif event == "health.json":
+        assert body == {"status": "loadable", "model": "iris", "version": current}
+    elif event == "metadata.json":
+        assert body["name"] == "iris" and body["version"] == current
+    elif event == "list-models.json":
+        assert [(m["name"], m["current_version"]) for m in body["models"]] == [("iris", current)]
+        assert body["memory"]["limit_bytes"] == memory_sizes["PredictFunction"] * 2**20  # SAM sets it from MemorySize
+    else:
+        assert body["error"]["code"] and body["error"]["message"], body
