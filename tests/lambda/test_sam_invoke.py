@@ -15,11 +15,14 @@ from bigpickle.local.demo import request_rows
 from bigpickle.local.events import events_dir, load_event
 from bigpickle.store import ModelStore
 
+from tests.helpers import publish_model
 from tests.infra.conftest import REPO
+from tests.infra.lambda_smoke import dataframe_pipeline
 
 # event file -> (function, HTTP status or None for a non-HTTP answer)
 EXPECTED = {
     "s3-put.json": ("StageFunction", None),
+    "s3-delete.json": ("StageFunction", None),
     "warmup.json": ("PredictFunction", None),
     "health.json": ("PredictFunction", 200),
     "list-models.json": ("PredictFunction", 200),
@@ -27,6 +30,7 @@ EXPECTED = {
     "predict-single.json": ("PredictFunction", 200),
     "predict-batch.json": ("PredictFunction", 200),
     "predict-by-feature-name.json": ("PredictFunction", 200),
+    "predict-dataframe.json": ("PredictFunction", 200),
     "bad-request.json": ("PredictFunction", 400),
     "malformed-json.json": ("PredictFunction", 400),
 }
@@ -47,6 +51,16 @@ def local_invoke(build_dir: Path, models: Path, function: str, event: str, env: 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def tabular_model(staged_models: Path) -> Any:
+    """The DataFrame pipeline events/predict-dataframe.json asks, published beside iris."""
+    model = dataframe_pipeline()
+    publish_model(staged_models, "tabular", model)
+    for path in (staged_models / "tabular").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the functions run as another user, as on Lambda
+    return model
+
+
 def test_every_sample_event_has_a_documented_answer_here() -> None:
     assert sorted(path.name for path in events_dir().glob("*.json")) == sorted(EXPECTED)
 
@@ -60,6 +74,7 @@ def test_given_the_built_stack_when_sam_local_invokes_a_sample_event_then_it_ans
     iris_upload: dict[str, Any],
     trained: dict[str, tuple[Any, Any]],
     memory_sizes: dict[str, int],
+    tabular_model: Any,
 ) -> None:
     function, status = EXPECTED[event]
     answer = local_invoke(sam_build, staged_models, function, event, iris_upload["env"])
@@ -72,13 +87,23 @@ def test_given_the_built_stack_when_sam_local_invokes_a_sample_event_then_it_ans
         [result] = answer["results"]
         assert result["status"] == "published" and result["model"] == "iris", answer
         return
+    if event == "s3-delete.json":
+        # A delete is not a model to stage: skipped without a request to S3, and the invocation succeeds.
+        [result] = answer["results"]
+        assert result["status"] == "skipped" and result["reason"], answer
+        return
     if event == "warmup.json":
         assert answer["status"] == "ready" and answer["model"] == "iris" and answer["version"] == current, answer
         return
     assert answer["statusCode"] == status, answer
     body = json.loads(answer["body"])
     model = trained["iris"][0]
-    if event.startswith("predict-"):
+    if event == "predict-dataframe.json":
+        import pandas as pd
+
+        rows = pd.DataFrame(json.loads(load_event(event)["body"])["instances"])
+        assert body["predictions"] == tabular_model.predict(rows).tolist()
+    elif event.startswith("predict-"):
         sent = load_event(event)
         expected = model.predict(request_rows(sent, list(model.feature_names_in_))).tolist()
         assert body["predictions"] == expected and body["model_version"] == current
