@@ -40,6 +40,7 @@ from bigpickle.errors import (
 )
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist, PickleScanner
+from bigpickle.safety.trial import fits_in, trial_load
 from bigpickle.store import Manifest, ModelStore, Publication, model_format, validate_model_name
 from bigpickle.transfer import (
     ObjectInfo,
@@ -258,6 +259,8 @@ def _copy_and_publish(
                 extra={**log, "forbidden_globals": sorted(report.forbidden), "problems": report.problems[:20]},
             )
             report.raise_if_unsafe()
+        if fits_in(obj.size, settings.function_memory_bytes):
+            trial_load(incoming / model_key.file, model_key.format, Allowlist(settings.pickle_allowlist_extra))
         manifest = Manifest(
             name=model_key.name,
             version=version,

@@ -110,6 +110,9 @@ class Manifest:
     # S3 event's sequencer (None when staged without an event, e.g. `bigpickle stage`).
     last_modified: str | None = None
     sequencer: str | None = None
+    # The model's input columns (bigpickle.features.Feature.as_dict), when staging could load the model to
+    # learn them; otherwise the predict side learns them from the model it loads.
+    features: list[dict[str, Any]] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

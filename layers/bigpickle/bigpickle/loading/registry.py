@@ -30,7 +30,7 @@ from bigpickle.errors import BigPickleError, ModelLoadError, ModelNotReadyError
 from bigpickle.loading import heap
 from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mib, process_rss
 from bigpickle.loading.compat import check_versions
-from bigpickle.loading.formats import load_model_file
+from bigpickle.loading.quarantine import guarded_load_model_file
 from bigpickle.observability import MetricUnit, logger, metrics, tracer
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.store import Manifest, ModelStore, validate_model_name
@@ -89,7 +89,7 @@ class ModelRegistry:
         allowlist: Allowlist | None = None,
         request_wait_seconds: float = REQUEST_WAIT_SECONDS,
         swap_wait_seconds: float = SWAP_WAIT_SECONDS,
-        loader: Loader = load_model_file,
+        loader: Loader = guarded_load_model_file,
         on_loaded: Callable[[LoadedModel], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

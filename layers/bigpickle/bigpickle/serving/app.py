@@ -22,6 +22,7 @@ from bigpickle.errors import (
 )
 from bigpickle.loading import ModelRegistry, describe, heap
 from bigpickle.observability import MetricUnit, logger, metrics
+from bigpickle.serving.tabular import columns_of
 from bigpickle.serving.validation import (
     RequestLimits,
     RequestValidator,
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         raw = body_bytes(event.body, event.is_base64_encoded, event.get_header_value("content-encoding"))
         body = validator.parse(raw)
         loaded = registry.get(name)
-        request = parse_predict_request(body, loaded.model)
+        request = parse_predict_request(body, loaded.model, loaded.manifest.features)
         started = time.perf_counter()
         try:
             predictions = loaded.model.predict(request.inputs)
@@ -123,7 +124,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @app.get("/v1/models/<name>")
     def model_metadata(name: str) -> dict[str, Any]:
-        return describe(registry.get(name))
+        loaded = registry.get(name)
+        features = columns_of(loaded.model, loaded.manifest.features).features
+        return {**describe(loaded), "features": [feature.as_dict() for feature in features]}
 
     @app.get("/openapi.json")
     def openapi() -> dict[str, Any]:
