@@ -48,11 +48,13 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from bigpickle.loading.formats import load_model_file  # the predict side's own load, formats and all
-
+def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, growth: int) -> None:
     try:
+        # Imported before the limit: the libraries' own mappings are not the model's allocation.
+        from bigpickle.loading.formats import load_model_file  # the predict side's own load, formats and all
+
+        limit = _address_space() + growth
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         load_model_file(path, fmt, allowlist=allowlist)
     except UnsafePickleError as exc:
         conn.send(exc.reasons)
@@ -69,9 +71,7 @@ def trial_load(path: Path, fmt: str, allowlist: Allowlist, limits: TrialLimits |
     limits = limits or TrialLimits.for_file(path.stat().st_size)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_child, args=(send, path, fmt, allowlist, _address_space() + limits.memory_bytes), daemon=True
-    )
+    child = context.Process(target=_child, args=(send, path, fmt, allowlist, limits.memory_bytes), daemon=True)
     child.start()
     send.close()
     reasons: list[str] | None = None
