@@ -197,7 +197,7 @@ def test_stage_publishes_into_models_root_without_changing_the_environment(
     upload_model(real_s3, trained["iris"][0], "models/iris/model.pkl")
     before = dict(os.environ)
 
-    status = main(["stage", MODEL_URL, "--models-root", str(tmp_path)])
+    status = main(["stage", MODEL_URL, "--models-root", str(tmp_path), "--verbose"])  # verbose: log level untouched
 
     assert status == 0
     assert '"status": "published"' in capsys.readouterr().out
