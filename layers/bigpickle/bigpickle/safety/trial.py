@@ -11,7 +11,9 @@ from crash-looping).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
 import resource
 import signal
 from dataclasses import dataclass
@@ -48,12 +50,11 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, limit: int) -> None:
+def _child(conn: Any, load: Any, path: Path, fmt: str, allowlist: Allowlist, limit: int) -> None:
+    gc.disable()  # a collection would touch, and so copy, every object the parent holds; the child is brief
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from bigpickle.loading.formats import load_model_file  # the predict side's own load, formats and all
-
     try:
-        load_model_file(path, fmt, allowlist=allowlist)
+        load(path, fmt, allowlist=allowlist)
     except UnsafePickleError as exc:
         conn.send(exc.reasons)
     except MemoryError:
@@ -62,15 +63,21 @@ def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, limit: int) ->
         conn.send([f"the trial load failed: {type(exc).__name__}: {exc}"])
     else:
         conn.send([])
+    conn.close()
+    os._exit(0)  # no atexit handlers or finalizers inherited from the parent: the answer is sent
 
 
 def trial_load(path: Path, fmt: str, allowlist: Allowlist, limits: TrialLimits | None = None) -> None:
     """Load `path` in a limited child; raise UnsafePickleError with the reason if it does not load cleanly."""
+    from bigpickle.loading.formats import load_model_file  # the predict side's own load; imported before fork
+
     limits = limits or TrialLimits.for_file(path.stat().st_size)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(
-        target=_child, args=(send, path, fmt, allowlist, _address_space() + limits.memory_bytes), daemon=True
+        target=_child,
+        args=(send, load_model_file, path, fmt, allowlist, _address_space() + limits.memory_bytes),
+        daemon=True,
     )
     child.start()
     send.close()
