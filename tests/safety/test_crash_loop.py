@@ -4,6 +4,7 @@ of being loaded, and killing it, again."""
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import multiprocessing
@@ -47,6 +48,7 @@ def _metadata(name: str) -> dict[str, Any]:
 
 
 def _first_environment(event: dict[str, Any], context: Any) -> None:
+    faulthandler.disable()  # the crash is expected: no traceback dump in the test output
     predict_handler()(event, context)  # the load segfaults: this process dies here
 
 
