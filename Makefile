@@ -32,6 +32,15 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The edit-test loop (under a minute): lint, then the unit tests but the `slow` ones (`make test` runs all).
+.PHONY: check api-fuzz
+check: lint
+	$(PY) -m pytest tests/unit -m "not slow" -q
+
+# schemathesis against `bigpickle serve` with the demo's model; accepted failures: docs/api-fuzz.md.
+api-fuzz: setup
+	$(PY) -m pytest tests/integration/test_api_fuzz.py -q
+
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) .pytest_cache .ruff_cache .aws-sam
 

@@ -38,6 +38,7 @@ def publish_model(
     suffix: str = ".pkl",
     protocol: int = 5,
     details: dict[str, Any] | None = None,
+    features: list[dict[str, Any]] | None = None,
 ) -> Any:
     """Put a model on the EFS stand-in the way staging does (incoming folder, manifest, publish)."""
     from bigpickle.loading import format_of, save_model
@@ -63,6 +64,7 @@ def publish_model(
         key=f"models/{name}/model{suffix}",
         etag='"abc"',
         details=details or {},
+        features=features,
     )
     store.publish(manifest)
     return manifest

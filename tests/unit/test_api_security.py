@@ -78,8 +78,8 @@ def test_a_request_over_a_limit_is_413_naming_the_setting(api: Handler, body: An
     ("body", "says"),
     [
         ({"instances": [[1.0, 2.0, 3.0, 4.0]], "signature": "x"}, "must not contain {'signature'}"),
-        ({"instances": [[1.0, [2.0], 3.0, 4.0]]}, "instances[0][1] must be number or boolean or null"),
-        ({"instances": [{"a": "text"}]}, "instances[0].a must be number or boolean or null"),
+        ({"instances": [[1.0, [2.0], 3.0, 4.0]]}, "instances[0][1] must be number or boolean or null or string"),
+        ({"instances": [{"a": {"b": 1}}]}, "instances[0].a must be number or boolean or null or string"),
         ({"instances": [[]]}, "instances[0] must contain at least 1 items"),
         ('{"instances": [[NaN, 1, 2, 3]]}', "not valid JSON"),
         ('{"instances": [[Infinity, 1, 2, 3]]}', "not valid JSON"),

@@ -161,8 +161,8 @@ def test_health_is_503_without_a_default_model(lambda_env: Path, context: Any, m
         ({"rows": [[1, 2, 3, 4]]}, None, 400, "bad_request", '"instances"'),
         ({"instances": []}, None, 400, "bad_request", "non-empty"),
         ({"instances": [[1, 2, 3]]}, None, 400, "bad_request", "expects 4 features"),
-        ({"instances": [[1, 2, 3, 4], [1, 2]]}, None, 400, "bad_request", "same length"),
-        ({"instances": [[1, 2, "three", 4]]}, None, 400, "bad_request", "instances[0][2]"),
+        ({"instances": [[1, 2, 3, 4], [1, 2]]}, None, 400, "bad_request", "instances[1] has 2 values"),
+        ({"instances": [[1, 2, "three", 4]]}, None, 400, "bad_request", "'petal length (cm)' got \"three\""),
         ({"instances": [1, 2, 3, 4]}, None, 400, "bad_request", "row"),
         ({"instances": ["some text"]}, None, 400, "bad_request", "expects rows of 4 numbers"),
         ({"instances": [{"sepal length (cm)": 1}]}, None, 400, "bad_request", "missing features"),
@@ -245,7 +245,7 @@ def test_a_model_file_that_cannot_load_is_503_naming_the_version(
     assert manifest.version in body["error"]["message"]
 
 
-# -- loading behaviour as clients see it (issue 5) --
+# -- loading behaviour as clients see it --
 
 
 def test_the_models_route_lists_staged_models_and_which_version_is_loaded(served: Handler, context: Any) -> None:

@@ -14,10 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-try:  # crc32c and crc64nvme need the AWS common runtime (shipped in the bigpickle layer)
+try:
     from awscrt import checksums as _crt
-except ImportError:  # pragma: no cover - exercised only where awscrt is absent
-    _crt = None
+except ImportError as missing:  # never skip a check silently: S3's default checksum (CRC64NVME) needs this
+    raise ImportError(
+        "bigpickle needs awscrt to verify S3's CRC32C and CRC64NVME checksums (pip install awscrt; the "
+        "bigpickle layer ships it)"
+    ) from missing
 
 
 class Sink(Protocol):
@@ -41,20 +44,14 @@ class _Crc:
         return self._value.to_bytes(self._width, "big")
 
 
-def _crc_factories() -> dict[str, Callable[[], Any]]:
-    factories: dict[str, Callable[[], Any]] = {
-        "CRC32": lambda: _Crc(zlib.crc32, 4),
-        "SHA1": hashlib.sha1,
-        "SHA256": hashlib.sha256,
-    }
-    if _crt is not None:
-        # awscrt reads any buffer (a memoryview of a part buffer) without copying it
-        factories["CRC32C"] = lambda: _Crc(_crt.crc32c, 4)
-        factories["CRC64NVME"] = lambda: _Crc(_crt.crc64nvme, 8)
-    return factories
-
-
-CHECKSUM_FACTORIES = _crc_factories()
+CHECKSUM_FACTORIES: dict[str, Callable[[], Any]] = {
+    "CRC32": lambda: _Crc(zlib.crc32, 4),
+    # awscrt reads any buffer (a memoryview of a part buffer) without copying it
+    "CRC32C": lambda: _Crc(_crt.crc32c, 4),
+    "CRC64NVME": lambda: _Crc(_crt.crc64nvme, 8),
+    "SHA1": hashlib.sha1,
+    "SHA256": hashlib.sha256,
+}
 
 
 @dataclass
@@ -79,11 +76,11 @@ class ChecksumVerifier:
 
 
 def full_object_checksum(head: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(algorithm, base64 value) of the first full-object checksum S3 reported that we can compute."""
+    """(algorithm, base64 value) of the first full-object checksum S3 reported (every one S3 has is computed)."""
     if head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
         return None
     for algorithm in ("CRC64NVME", "CRC32C", "CRC32", "SHA256", "SHA1"):
         value = head.get(f"Checksum{algorithm}")
-        if value and "-" not in value and algorithm in CHECKSUM_FACTORIES:
+        if value and "-" not in value:
             return algorithm, value
     return None

@@ -1,9 +1,10 @@
 """What a load will cost in memory, what the function has, and the check between them.
 
-Prices come from DESIGN.md's measurements: `pickle.load` on a file costs 1.0x the model's bytes for
-protocol 4/5 and ~2.3x for older protocols; a mapped bigpickle load costs only its stream and the
-buffers an estimator copies out of the mapping (mapped pages are file-backed page cache, which the
-kernel can drop, so they never OOM the function).
+Prices are measured, not guessed: `pickle.load` on a file costs 1.0x the model's bytes for protocol 4/5,
+older protocols cost LEGACY_PROTOCOL_FACTOR times, and a mapped bigpickle load costs only its stream and
+the buffers an estimator copies out of the mapping (mapped pages are file-backed page cache, which the
+kernel can drop, so they never OOM the function). Each figure, with its command, date and machine:
+benchmarks/results/README.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from bigpickle.loading.formats import BIGPICKLE, PICKLE, PICKLE_PROTOCOL, pickle
 from bigpickle.store import Manifest
 from bigpickle.units import MiB
 
-LEGACY_PROTOCOL_FACTOR = 2.3  # protocol 0-3: memo copies and no out-of-band frames (DESIGN.md)
+LEGACY_PROTOCOL_FACTOR = 2.3  # protocol 0-3: memo copies and no out-of-band frames (benchmarks/results/README.md)
 
 
 @dataclass(frozen=True)

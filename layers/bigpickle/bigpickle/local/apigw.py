@@ -1,5 +1,6 @@
 """A Docker-free stand-in for `sam local start-api`: HTTP request -> API Gateway HTTP API (payload 2.0)
 event -> handler -> HTTP response. Requests are handled one at a time, as one Lambda container does.
+Every method goes to the handler, as the `$default` route sends it; the API answers what it does not serve.
 """
 
 from __future__ import annotations
@@ -127,9 +128,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("set-cookie", cookie)
         self.send_header("content-length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # an answer to HEAD has the headers of the body, never the body
+            self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+    def __getattr__(self, name: str) -> Any:
+        """`do_<METHOD>` for every method (http.server answers 501 to one it finds no `do_` for)."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet by default; the handler logs
         pass

@@ -85,12 +85,14 @@ def _fingerprint(objects: list[tuple[str, Any]]) -> dict[str, int]:
 
 def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, budget: int) -> None:
     gc.disable()  # the child is brief; a collection would only cost time
-    load_model_file = importlib.import_module(LOADER_MODULE).load_model_file  # the predict side's own load
-    objects = _allowlisted_objects(allowlist)
-    before = _fingerprint(objects)
-    limit = _address_space() + budget
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
+        # Imported before the limit (preloaded by the fork server): the libraries' own mappings are not the
+        # model's allocation. Inside the try, so any failure is reported rather than waited out.
+        load_model_file = importlib.import_module(LOADER_MODULE).load_model_file  # the predict side's own load
+        objects = _allowlisted_objects(allowlist)
+        before = _fingerprint(objects)
+        limit = _address_space() + budget
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         load_model_file(path, fmt, allowlist=allowlist)
         changed = sorted(key for key, value in _fingerprint(objects).items() if before.get(key) != value)
         if changed:

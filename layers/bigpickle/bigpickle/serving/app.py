@@ -5,6 +5,7 @@ Errors are raised as typed exceptions (bigpickle.errors) and turned into JSON in
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from bigpickle.errors import (
 )
 from bigpickle.loading import ModelRegistry, describe, heap
 from bigpickle.observability import MetricUnit, logger, metrics
+from bigpickle.serving.tabular import columns_of
 from bigpickle.serving.validation import (
     RequestLimits,
     RequestValidator,
@@ -42,6 +44,18 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     )
 
 
+def declared_methods(document: dict[str, Any]) -> list[tuple[re.Pattern[str], list[str]]]:
+    """Each path of the OpenAPI document as a pattern, with its methods. A parameter ({name}) holds no '/' and
+    no ':' (no model name does), so /v1/models/x:predict is the predict path, not the metadata one."""
+    return [
+        (
+            re.compile("[^/:]+".join(re.escape(piece) for piece in re.split(r"\{[^}]+\}", path))),
+            sorted(method.upper() for method in operations),
+        )
+        for path, operations in document["paths"].items()
+    ]
+
+
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> APIGatewayHttpResolver:
     settings = settings or Settings.from_env()
     registry = registry or ModelRegistry.from_settings(settings)
@@ -56,10 +70,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     def predict(name: str) -> dict[str, Any]:
         event = app.current_event
-        raw = body_bytes(event.body, event.is_base64_encoded)
+        raw = body_bytes(event.body, event.is_base64_encoded, event.get_header_value("content-encoding"))
         body = validator.parse(raw)
         loaded = registry.get(name)
-        request = parse_predict_request(body, loaded.model)
+        request = parse_predict_request(body, loaded.model, loaded.manifest.features)
         started = time.perf_counter()
         try:
             predictions = loaded.model.predict(request.inputs)
@@ -99,13 +113,20 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     def predict_default() -> dict[str, Any]:
         return predict(default_model())
 
+    # Registered before the metadata route, which would take "<name>:predict" for a model name.
+    @app.get("/v1/models/<name>:predict")
+    def get_on_predict(name: str) -> Response:
+        return method_not_allowed_or_not_found()
+
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
         return registry.list_models()
 
     @app.get("/v1/models/<name>")
     def model_metadata(name: str) -> dict[str, Any]:
-        return describe(registry.get(name))
+        loaded = registry.get(name)
+        features = columns_of(loaded.model, loaded.manifest.features).features
+        return {**describe(loaded), "features": [feature.as_dict() for feature in features]}
 
     @app.get("/openapi.json")
     def openapi() -> dict[str, Any]:
@@ -137,10 +158,24 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             logger.error("request failed", extra={"code": exc.code, "error": exc.message})
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
+    known_paths = declared_methods(validator.document)
+
+    def method_not_allowed_or_not_found() -> Response:
+        """405 with the methods the document declares when the path is one of the API's, else 404."""
+        event = app.current_event
+        allowed = sorted({m for path, methods in known_paths if path.fullmatch(event.path) for m in methods})
+        if allowed:
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{event.http_method} is not allowed on {event.path}; it answers {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
+            )
+        return error_response(404, "route_not_found", f"no route for {event.http_method} {event.path}")
+
     @app.not_found
     def handle_not_found(_exc: Exception) -> Response:
-        event = app.current_event
-        return error_response(404, "route_not_found", f"no route for {event.http_method} {event.path}")
+        return method_not_allowed_or_not_found()
 
     @app.exception_handler(Exception)
     def handle_unexpected(_exc: Exception) -> Response:

@@ -1,9 +1,12 @@
 """Request bodies -> model inputs, or a 4xx that says exactly what is wrong.
 
-`instances` is a list of rows: lists of numbers (in training column order), objects keyed by feature
-name (models fitted on named columns), or strings (text pipelines). JSON null becomes NaN, which models
-that handle missing values accept and the others reject with a 400. NaN and Infinity literals are not
-JSON (the parser refuses them, 400), so a non-finite value can only arrive as null.
+`instances` is a list of rows: lists of cells (in training column order), objects keyed by feature
+name (models fitted on named columns), or strings (text pipelines). A cell is a number, a boolean, null or
+a string. Rows of numbers become a float64 matrix (the fast path); rows for a model with text, boolean,
+integer or category columns, or fitted on a DataFrame, become the table it was fitted on (serving.tabular,
+which checks every cell against its column). JSON null is the column's missing value (NaN for numbers).
+NaN and Infinity literals are not JSON (the parser refuses them, 400), so a non-finite value can only
+arrive as null.
 
 Every predict body is checked, before any model is loaded, against the PredictRequest schema of the
 OpenAPI document served at GET /openapi.json (serving/openapi.json with this deployment's limits filled
@@ -30,7 +33,8 @@ import orjson
 import simdjson
 
 from bigpickle.config import Settings
-from bigpickle.errors import BadRequestError, LimitExceededError, PayloadTooLargeError
+from bigpickle.errors import BadRequestError, LimitExceededError, PayloadTooLargeError, UnsupportedMediaTypeError
+from bigpickle.serving import tabular
 from bigpickle.units import KiB
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.json")
@@ -50,17 +54,28 @@ class PredictBody:
 
     instances: np.ndarray | list[Any]  # a numeric array when every cell is a number, boolean or null; else JSON rows
     probabilities: bool
+    body: bytes = b""  # the JSON itself: a model with typed columns reads a numeric body's cells as sent
+
+    def rows(self) -> list[Any]:
+        """The instances as JSON rows (a numeric matrix's booleans are 1/0 in it: a typed column needs them)."""
+        return self.instances if isinstance(self.instances, list) else orjson.loads(self.body)["instances"]
 
 
 @dataclass(frozen=True)
 class PredictRequest:
-    inputs: Any  # 2-D float64 array, or a list of str for text models
+    inputs: Any  # 2-D float64 array, the model's table (DataFrame or object array), or a list of str for text
     rows: int
     probabilities: bool
 
 
-def body_bytes(body: str | None, is_base64_encoded: bool) -> bytes:
-    """The raw request body; API Gateway base64-encodes bodies it does not treat as text."""
+def body_bytes(body: str | None, is_base64_encoded: bool, content_encoding: str | None = None) -> bytes:
+    """The raw request body; API Gateway base64-encodes bodies it does not treat as text. Compressed bodies
+    are refused (415), not decoded: a small compressed body could expand past MAX_BODY_BYTES in memory."""
+    if content_encoding and content_encoding.strip().lower() != "identity":
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {content_encoding!r} is not supported: send the JSON body uncompressed "
+            "(no Content-Encoding header)"
+        )
     if not body:
         return b""
     if not is_base64_encoded:
@@ -138,7 +153,9 @@ class RequestValidator:
         if parsed is not None:
             self._check_limits(*parsed.instances.shape)
             return parsed
-        return self._check(_loads(body), body)
+        payload = _loads(body)
+        _refuse_repeated_keys(body)
+        return self._check(payload, body)
 
     def _check(self, payload: Any, body: bytes) -> PredictBody:
         if not isinstance(payload, dict) or "instances" not in payload:
@@ -152,7 +169,7 @@ class RequestValidator:
         matrix = _numeric_matrix(payload, body)
         if matrix is not None:
             self._check_limits(*matrix.shape)
-            return PredictBody(matrix, probabilities)
+            return PredictBody(matrix, probabilities, body)
         self._check_limits(
             len(instances), max((len(row) for row in instances if isinstance(row, list | dict)), default=0)
         )
@@ -160,7 +177,7 @@ class RequestValidator:
             self._validate(payload)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise BadRequestError(self._explain(payload, exc)) from None
-        return PredictBody(instances, probabilities)
+        return PredictBody(instances, probabilities, body)
 
     def _check_limits(self, rows: int, widest: int) -> None:
         if rows > self.limits.max_instances:
@@ -190,6 +207,25 @@ class RequestValidator:
 
 
 _ENVELOPE_KEYS = frozenset({"instances", "probabilities"})
+
+
+class _Members(list):  # type: ignore[type-arg]
+    """A JSON object's (key, value) pairs in order, repeats kept."""
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    """400 when the body's object repeats a key, as the fast path refuses it (JSON parsers let the last one
+    win). Only bodies that spell a key twice, or escape characters, are parsed a second time."""
+    if body.count(b'"instances"') < 2 and body.count(b'"probabilities"') < 2 and b"\\u" not in body:
+        return
+    try:
+        members = json.loads(body, object_pairs_hook=_Members)
+    except (ValueError, RecursionError):  # nested deeper than json allows: orjson has accepted it
+        return
+    keys = [key for key, _ in members] if isinstance(members, _Members) else []
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise BadRequestError(f"request body repeats the key {repeated[0]!r}; send each key once")
 
 
 def _numbers_only(body: bytes) -> PredictBody | None:
@@ -222,7 +258,7 @@ def _numbers_only(body: bytes) -> PredictBody | None:
             return None
     except (ValueError, TypeError, RuntimeError):  # not JSON, a cell that is not a number, an integer over 64 bits
         return None
-    return PredictBody(cells.reshape(len(rows), width), probabilities)
+    return PredictBody(cells.reshape(len(rows), width), probabilities, body)
 
 
 def _numeric_matrix(payload: dict[str, Any], body: bytes) -> np.ndarray | None:
@@ -257,20 +293,30 @@ def _strings_at_most(body: bytes, count: int) -> bool:
     return False
 
 
-def parse_predict_request(body: PredictBody, model: Any) -> PredictRequest:
-    """Model-specific checks on a body the RequestValidator accepted."""
+def parse_predict_request(
+    body: PredictBody, model: Any, recorded_features: list[dict[str, Any]] | None = None
+) -> PredictRequest:
+    """Model-specific checks on a body the RequestValidator accepted. `recorded_features`: the manifest's
+    `features`, when staging recorded them (else they are learnt from the model)."""
     if body.probabilities and not hasattr(model, "predict_proba"):
         raise BadRequestError(f'{type(model).__name__} does not give probabilities; omit "probabilities"')
-    inputs = _to_inputs(body.instances, model)
+    inputs = _to_inputs(body, model, recorded_features)
     return PredictRequest(inputs=inputs, rows=len(body.instances), probabilities=body.probabilities)
 
 
-def _to_inputs(instances: np.ndarray | list[Any], model: Any) -> Any:
+def _to_inputs(body: PredictBody, model: Any, recorded_features: list[dict[str, Any]] | None) -> Any:
+    instances = body.instances
+    if not (isinstance(instances, list) and isinstance(instances[0], str)):
+        columns = tabular.columns_of(model, recorded_features)
+        if columns.features and (columns.frame or columns.typed or isinstance(instances, list)):
+            if isinstance(instances, np.ndarray) and not columns.typed:
+                return tabular.from_matrix(instances, columns)
+            return tabular.from_rows(body.rows(), columns)
     if isinstance(instances, np.ndarray):
         return _numeric_rows(instances, model)
     first = instances[0]
-    if isinstance(first, dict):
-        return _named_rows(instances, model)
+    if isinstance(first, dict):  # models fitted on DataFrames took the table path above
+        raise BadRequestError("model was not fitted with feature names; send each instance as a list of values")
     if isinstance(first, str):
         if not all(isinstance(row, str) for row in instances):
             raise BadRequestError('"instances" mixes strings with other values; send all strings or all rows')
@@ -303,22 +349,5 @@ def _cell(value: Any, row: int, column: int) -> float:
     if value is None:
         return math.nan
     if not isinstance(value, Real):  # booleans are Real: they count as 0/1, as the schema says
-        raise BadRequestError(f"instances[{row}][{column}] is {value!r}; the model takes numbers")
+        raise BadRequestError(f"instances[{row}]: column {column} got {value!r}; expected a number")
     return float(value)
-
-
-def _named_rows(instances: list[Any], model: Any) -> np.ndarray:
-    names = getattr(model, "feature_names_in_", None)
-    if names is None:
-        raise BadRequestError("model was not fitted with feature names; send each instance as a list of numbers")
-    names = [str(n) for n in names]
-    rows = []
-    for i, row in enumerate(instances):
-        if not isinstance(row, dict):
-            raise BadRequestError(f"instances[{i}] is not an object; send all rows keyed by feature name or none")
-        missing = [n for n in names if n not in row]
-        unknown = sorted(set(row) - set(names))
-        if missing or unknown:
-            raise BadRequestError(f"instances[{i}]: missing features {missing}, unknown features {unknown}")
-        rows.append([_cell(row[n], i, j) for j, n in enumerate(names)])
-    return np.array(rows, dtype=np.float64)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from bigpickle.checksums import Sink
 from bigpickle.errors import IntegrityError, StorageFullError, TransferError
 from bigpickle.observability import logger
@@ -328,6 +330,9 @@ class _Copy:
                 except BaseException:
                     self._give_back(buffer)
                     raise
+                if body is None:
+                    self._give_back(buffer)
+                    return False
                 write = None
                 if write_each_read:
                     self._slice_written(piece)
@@ -343,25 +348,29 @@ class _Copy:
             if body is not None:
                 body.close()  # mid-body: the connection cannot be reused
 
-    def _fill(self, body: Any, part: Part, piece: Part, buffer: mmap.mmap, write_each_read: bool) -> Any:
+    def _fill(self, body: Any, part: Part, piece: Part, buffer: mmap.mmap, write_each_read: bool) -> Any | None:
         """Read the slice `piece` into `buffer` (and write it), continuing `body` (None: GET the rest of
-        `part` from the slice on); a transient failure drops the connection and GETs the rest again.
-        Returns the body to continue from."""
+        `part` from the slice on); a network fault mid-body drops the connection and GETs the rest again.
+        Returns the body to continue from, or None when the copy stopped meanwhile (the part is left to the
+        next run). The GET itself is not retried here: botocore has retried it as far as it retries."""
         view = memoryview(buffer)[: piece.size]
         failures = 0
         while True:
+            if body is None:
+                body = open_part(self.client, self.obj, Part(part.index, piece.start, part.end))
             try:
-                if body is None:
-                    body = open_part(self.client, self.obj, Part(part.index, piece.start, part.end))
                 self._read(body, view, piece.start, part.end, write_each_read)
                 return body
             except Exception as error:
-                if body is not None:
-                    body.close()  # mid-body: the connection cannot be reused
-                    body = None
-                failures += 1
-                if not is_transient(error) or failures == self.retry.attempts or self.stopping.is_set():
+                body.close()  # mid-body: the connection cannot be reused
+                body = None
+                if not is_transient(error):
                     raise
+                failures += 1
+                if self.stopping.is_set():
+                    return None  # not a failure of the copy: it stops anyway, and the next run fetches this
+                if failures == self.retry.attempts:
+                    raise PartRetriesExhausted(part, failures) from error
                 logger.warning(
                     "part failed; retrying",
                     extra={
@@ -404,14 +413,27 @@ class _Copy:
             self.out.write(data, offset)
 
     def _raise(self, error: BaseException) -> None:
-        """Transient faults that outlasted the retries keep what was written (journal) and raise a
-        TransferError; integrity and storage failures raise as they are (the caller discards the copy)."""
-        if isinstance(error, Exception) and is_transient(error):
-            self._checkpoint()
-            written = len(self.written) + len(self.resumed_parts)
-            raise TransferError(
-                f"copying s3://{self.obj.bucket}/{self.obj.key} failed after {self.retry.attempts} attempts of one "
-                f"part: {type(error).__name__}: {error}; {written} of {len(self.parts)} parts are written "
-                f"and the next run resumes from them"
-            ) from error
-        raise error
+        """A part whose retries ran out, or a GET that failed after botocore's own retries, keeps what was
+        written (journal) and raises a TransferError; integrity and storage failures raise as they are (the
+        caller discards the copy)."""
+        if isinstance(error, PartRetriesExhausted):
+            cause = error.__cause__
+            reason = f"{error}, the last time with {type(cause).__name__}: {cause}"
+        elif isinstance(error, ClientError | BotoCoreError):
+            reason = f"a GET failed after botocore's own retries: {type(error).__name__}: {error}"
+        else:
+            raise error
+        self._checkpoint()
+        written = len(self.written) + len(self.resumed_parts)
+        raise TransferError(
+            f"copying s3://{self.obj.bucket}/{self.obj.key} failed: {reason}; {written} of {len(self.parts)} "
+            "parts are written and the next run resumes from them"
+        ) from error
+
+
+class PartRetriesExhausted(Exception):
+    """One part's body failed as many times in a row as the retry policy allows (the cause: the last)."""
+
+    def __init__(self, part: Part, attempts: int) -> None:
+        super().__init__(f"part {part.index} (bytes {part.start}-{part.end}) failed {attempts} times in a row")
+        self.attempts = attempts

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bigpickle.store import fsync_path, write_file_atomically
+from bigpickle.durable import fsync_path, write_file_atomically
 
 JOURNAL_SUFFIX = ".journal"
 

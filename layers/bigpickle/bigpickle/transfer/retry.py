@@ -1,9 +1,10 @@
 """Per-part retries for what botocore cannot retry: failures after the response started (a connection
 dropped mid-body, a stalled stream hitting the read timeout, a body shorter than promised).
 
-botocore already retries throttling, 5xx and connection errors before a response (the client config in
-`TransferConfig.client_config`); those surface here only once its own attempts are spent, and then the
-part is tried again too, so a long brownout costs a few slow parts, not the whole copy.
+botocore retries everything that fails before a response (throttling, 5xx, RequestTimeout, connection
+errors) with its own attempts (`TransferConfig.client_config`). A GET that fails after those is not tried
+again here: it fails the copy, which keeps its parts for the next run. So a part costs at most
+`RetryPolicy.attempts` GETs, each one a botocore call with its own bounded attempts.
 """
 
 from __future__ import annotations
@@ -16,19 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import urllib3.exceptions
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError, ReadTimeoutError
-
-_THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed"}
+from botocore.exceptions import ConnectionError, HTTPClientError, IncompleteReadError, ReadTimeoutError
 
 
 class ShortPartError(Exception):
     """The server closed a part's body before sending all of it."""
 
 
-_TRANSIENT: tuple[type[BaseException], ...] = (
+# What reading a response body raises when the network fails part-way.
+_MID_BODY_FAULTS: tuple[type[BaseException], ...] = (
     ShortPartError,
     ReadTimeoutError,
-    ConnectionError,  # botocore's: endpoint, connect timeout, connection closed
+    ConnectionError,  # botocore's: connection closed
     HTTPClientError,  # botocore's wrapper of urllib3/http.client failures, incl. ResponseStreamingError
     IncompleteReadError,
     urllib3.exceptions.HTTPError,
@@ -41,11 +41,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 
 
 def is_transient(error: BaseException) -> bool:
-    if isinstance(error, ClientError):
-        meta = error.response.get("ResponseMetadata", {})
-        code = error.response.get("Error", {}).get("Code", "")
-        return meta.get("HTTPStatusCode", 0) >= 500 or code in _THROTTLING
-    return isinstance(error, _TRANSIENT)
+    """A network fault while reading a body: worth reopening the rest of the part."""
+    return isinstance(error, _MID_BODY_FAULTS)
 
 
 @dataclass(frozen=True)
