@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.tree import DecisionTreeClassifier
 
-from tests.safety.corpus import TEXT_LABELS, TEXTS, _global, _iris
+from tests.safety.corpus import TEXT_LABELS, TEXTS, _global, _iris, _text_op
 
 
 class _TreeStatePickler(pickle.Pickler):
@@ -124,6 +124,23 @@ def object_scalar_from_raw_bytes() -> bytes:
     return _respelled(np.float64(1.5), b"\x8c\x02f8", b"\x8c\x02O8")
 
 
+def frame_desync() -> bytes:
+    """A FRAME that ends inside BINBYTES8's 8-byte length. The scanner reads the length across the frame
+    boundary (a 3-byte-padded payload it steps over); CPython's unpickler drops the frame's last 3 bytes and
+    reads the length again after it (0), so the "payload" runs as opcodes: BUILD on the allowlisted
+    IdentityLink class sets `inverse = numpy.exp` for every model in the process."""
+    hidden = (
+        _global("sklearn._loss.link", "IdentityLink", 4)
+        + b"N}"
+        + _text_op("inverse")
+        + _global("numpy", "exp", 4)
+        + b"s\x86b0"  # SETITEM, TUPLE2 (None, {...}): slot state, BUILD, POP
+    )
+    length_head = b"\x8e" + (len(hidden) + 3).to_bytes(3, "little")  # BINBYTES8, 3 of its 8 length bytes
+    frame = b"\x95" + len(length_head).to_bytes(8, "little") + length_head
+    return b"\x80\x04" + frame + b"\0" * 8 + hidden + b"."
+
+
 # name -> (builder, refused today by the audit or trial load; False: only by zerocopy's scanner rules)
 HOSTILE_STATE: dict[str, tuple[Callable[[], bytes], bool]] = {
     "tree child index out of range": (tree_child_out_of_range, True),
@@ -137,6 +154,7 @@ HOSTILE_STATE: dict[str, tuple[Callable[[], bytes], bool]] = {
     "numpy.absolute(src, out) called at load": (ufunc_with_out, False),
     "datetime dtype with an integer's state": (datetime_dtype_with_an_integer_state, False),
     "object scalar from raw bytes": (object_scalar_from_raw_bytes, False),
+    "frame desync: BUILD on IdentityLink": (frame_desync, False),
 }
 
 

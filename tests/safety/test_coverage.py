@@ -65,7 +65,7 @@ def _served_predictions(predict: Any, context: Any, name: str, model: Any, X: An
     return None if np.array_equal(served, expected) else f"served {served!r}, in process {expected!r}"
 
 
-@pytest.mark.slow  # ~250 models staged and served: about two minutes
+@pytest.mark.slow  # ~250 models staged (with trial loads) and served: one to three minutes
 def test_every_registry_estimator_and_common_option_is_staged_and_served_through_the_handlers(
     moto_s3: Any, lambda_env: Path, context: Any
 ) -> None:

@@ -7,8 +7,14 @@ because they hold functions that read files or run code (`numpy.load`, `numpy.f2
 numpy 1 pickles `numpy.core.*`.
 
 The estimator table was taken from `sklearn.utils.all_estimators()` of scikit-learn 1.9 (the defining
-module of each class, which is what a pickle names). `PICKLE_ALLOWLIST_EXTRA` adds more, at the
-operator's risk (docs/security.md).
+module of each class, which is what a pickle names), and the state tables from pickling every one of them
+and their common options (tests/safety/test_coverage.py measures it). `PICKLE_ALLOWLIST_EXTRA` adds more,
+at the operator's risk (docs/security.md).
+
+Two kinds, as data: RECONSTRUCTORS, which the unpickler may call, and REFERENCE_ONLY functions and types a
+model may keep but that nothing calls while unpickling (`Allowlist.may_call`). CLASS_ARGUMENT says which
+classes a reconstructor that instantiates its argument may be given (`Allowlist.may_instantiate`);
+`functools.partial` may wrap only REFERENCE_ONLY_FUNCTIONS (`Allowlist.may_wrap`, checked by safety.audit).
 """
 
 from __future__ import annotations

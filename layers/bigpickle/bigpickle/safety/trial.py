@@ -1,17 +1,28 @@
 """Staging's trial load: before a model is published, load it once, with every check on (scanner, allowlist,
-post-load audit), in a forked child process under an address-space limit and a time limit. A model that
-crashes, exhausts its memory budget, hangs or fails the audit there is refused, and never reaches the
-predict function.
+post-load audit), in a child process under an address-space limit and a time limit. A model that crashes,
+exhausts its memory budget, hangs or fails the audit there is refused, and never reaches the predict
+function.
 
-The child's budget is what the process already maps plus a multiple of the file's size: a 47-byte file
-that asks for a GiB is refused, a model whose arrays are its bytes is not. A model larger than the stage
+Children are forked from a fork server started once per process with every allowlisted module already
+imported: a child starts in milliseconds, inherits no threads or locks from the stage function, and the
+stage function itself never imports scikit-learn (its memory stays bounded). Each child fingerprints every
+allowlisted class and function (the ids of their attributes, defaults and code) before and after the load,
+so a stream that sets state on one of them for the whole process (the scanner/loader desync of issue 15)
+is refused even when the scanner saw nothing wrong.
+
+The child's budget is what it maps when it starts plus a multiple of the file's size: a 47-byte file that
+asks for a GiB is refused, a model whose arrays are its bytes is not. A model larger than the stage
 function can hold is not trial-loaded (the predict side's load marker, loading.quarantine, still keeps it
 from crash-looping).
 """
 
 from __future__ import annotations
 
+import functools
+import gc
+import importlib
 import multiprocessing
+import os
 import resource
 import signal
 from dataclasses import dataclass
@@ -19,18 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from bigpickle.errors import UnsafePickleError
-from bigpickle.safety.allowlist import Allowlist
+from bigpickle.safety.allowlist import BASE, Allowlist
 from bigpickle.units import MiB
 
 BUDGET_PER_FILE_BYTE = 3  # the child may grow by this many bytes per byte of the file...
-BUDGET_FLOOR = 256 * MiB  # ...and at least this much (imports, small models' Python objects)
+BUDGET_FLOOR = 256 * MiB  # ...and at least this much (small models' Python objects)
 BASE_SECONDS = 30.0
 SECONDS_PER_GIB = 60.0
+LOADER_MODULE = "bigpickle.loading.formats"
 
 
 @dataclass(frozen=True)
 class TrialLimits:
-    memory_bytes: int  # growth allowed over the parent's address space
+    memory_bytes: int  # growth allowed over the child's address space when it starts
     seconds: float
 
     @classmethod
@@ -39,8 +51,9 @@ class TrialLimits:
 
 
 def fits_in(size: int, function_memory_bytes: int | None) -> bool:
-    """Can the stage function hold a trial load of a file this big (None: no limit known, outside Lambda)?"""
-    return function_memory_bytes is None or TrialLimits.for_file(size).memory_bytes < function_memory_bytes // 2
+    """Can the stage function hold a trial load of a file this big (None: outside Lambda, the machine's memory)?"""
+    memory = function_memory_bytes or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return TrialLimits.for_file(size).memory_bytes < memory // 2
 
 
 def _address_space() -> int:
@@ -48,14 +61,42 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, growth: int) -> None:
-    try:
-        # Imported before the limit: the libraries' own mappings are not the model's allocation.
-        from bigpickle.loading.formats import load_model_file  # the predict side's own load, formats and all
+def _allowlisted_objects(allowlist: Allowlist) -> list[tuple[str, Any]]:
+    found = []
+    for module, name in sorted(BASE | allowlist.extra):
+        try:
+            found.append((f"{module}.{name}", getattr(importlib.import_module(module), name)))
+        except (ImportError, AttributeError):  # not installed here (pandas without the tabular runtime)
+            continue
+    return found
 
-        limit = _address_space() + growth
+
+def _fingerprint(objects: list[tuple[str, Any]]) -> dict[str, int]:
+    """`name.attribute` -> id of its value: what a BUILD on a global could replace for the whole process."""
+    prints = {}
+    for dotted, obj in objects:
+        for attribute in ("__defaults__", "__kwdefaults__", "__code__"):
+            if hasattr(obj, attribute):
+                prints[f"{dotted}.{attribute}"] = id(getattr(obj, attribute))
+        for attribute, value in getattr(obj, "__dict__", {}).items():
+            prints[f"{dotted}.{attribute}"] = id(value)
+    return prints
+
+
+def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, budget: int) -> None:
+    gc.disable()  # the child is brief; a collection would only cost time
+    try:
+        # Imported before the limit (preloaded by the fork server): the libraries' own mappings are not the
+        # model's allocation. Inside the try, so any failure is reported rather than waited out.
+        load_model_file = importlib.import_module(LOADER_MODULE).load_model_file  # the predict side's own load
+        objects = _allowlisted_objects(allowlist)
+        before = _fingerprint(objects)
+        limit = _address_space() + budget
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         load_model_file(path, fmt, allowlist=allowlist)
+        changed = sorted(key for key, value in _fingerprint(objects).items() if before.get(key) != value)
+        if changed:
+            raise UnsafePickleError([f"the load changed {', '.join(changed[:5])} for the whole process"])
     except UnsafePickleError as exc:
         conn.send(exc.reasons)
     except MemoryError:
@@ -64,12 +105,22 @@ def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, growth: int) -
         conn.send([f"the trial load failed: {type(exc).__name__}: {exc}"])
     else:
         conn.send([])
+    conn.close()
+    os._exit(0)  # no exit handlers: the answer is sent
+
+
+@functools.cache
+def _context() -> Any:
+    """The fork server, with every allowlisted module (and the loader) imported once, before any child."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(sorted({LOADER_MODULE, __name__} | {module for module, _ in BASE}))
+    return context
 
 
 def trial_load(path: Path, fmt: str, allowlist: Allowlist, limits: TrialLimits | None = None) -> None:
     """Load `path` in a limited child; raise UnsafePickleError with the reason if it does not load cleanly."""
     limits = limits or TrialLimits.for_file(path.stat().st_size)
-    context = multiprocessing.get_context("fork")
+    context = _context()
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, path, fmt, allowlist, limits.memory_bytes), daemon=True)
     child.start()
