@@ -164,6 +164,7 @@ class PickleScanner:
                 return
             if self._skip and not self._pending:
                 take = min(self._skip, n - i)
+                self._payload(view[i : i + take])
                 self._skip -= take
                 self._offset += take
                 i += take
@@ -190,9 +191,11 @@ class PickleScanner:
             while pos < len(buf) and not self._done:
                 if self._skip:
                     take = min(self._skip, len(buf) - pos)
+                    self._payload(bytes(buf[pos : pos + take]))
                     self._skip -= take
                     pos += take
                 elif self._padding_then is not None:
+                    self._padding(buf[pos])
                     self._skip = buf[pos] + self._padding_then
                     self._padding_then = None
                     pos += 1
@@ -241,6 +244,7 @@ class PickleScanner:
                 p += length
             else:  # counted, never held
                 self._skip = length
+            self._check_frame(pos, p + (length if length > SMALL_PAYLOAD else 0))
         elif kind == _LINES_ARG:
             lines = []
             for _ in range(size):
@@ -250,12 +254,36 @@ class PickleScanner:
                 lines.append(bytes(buf[p:nl]))
                 p = nl + 1
             arg = lines
+        if kind != _COUNTED_ARG:
+            self._check_frame(pos, p)
         self.report.opcodes += 1
         self._at = self._offset + p
-        handler(self, arg)
+        self._opcode(code, bytes(buf[pos:p]), arg, handler)
         if len(self._stack) > MAX_STACK:
             raise _Fatal(f"the stack grew past {MAX_STACK} items")
         return p
+
+    def _opcode(self, code: int, raw: bytes, arg: Any, handler: Callable[[PickleScanner, Any], None]) -> None:
+        """Run one opcode's handler; `raw` is the opcode as read (a large payload follows through `_payload`).
+        A hook: the rewriter (safety.rewriter) re-emits the stream from here."""
+        handler(self, arg)
+
+    def _payload(self, chunk: bytes | memoryview) -> None:
+        """A piece of a large payload the scanner steps over (a hook, like `_opcode`)."""
+
+    def _padding(self, length: int) -> None:
+        """joblib: the padding-length byte before an array's bytes (a hook, like `_opcode`)."""
+
+    def _check_frame(self, pos: int, end: int) -> None:
+        """The standard pickler ends a frame between two opcodes, and writes a large payload outside any
+        frame. An opcode that straddles a frame's end is read one way here and another way by an unpickler
+        that re-reads after the frame (CPython's, from a file without `peek`): refuse it."""
+        start, stop = self._offset + pos, self._offset + end
+        if start < self._frame_end < stop:
+            raise _Fatal(
+                f"the opcode at offset {start} crosses the end of its frame at offset {self._frame_end} "
+                "(the standard pickler never writes this; unpicklers would read it differently)"
+            )
 
     def _not_an_opcode(self, code: int, pos: int) -> str:
         if not self.report.opcodes:
@@ -326,6 +354,9 @@ class PickleScanner:
             self._refuse(f"offset {self._at}: calls an object that is not a named global (a stack or memo trick)")
             self._push(OPAQUE)
             return
+        if not self.allowlist.may_call(func.module, func.name) and self.allowlist.allows(func.module, func.name):
+            # references, not calls: a ufunc or type a model keeps as an attribute is never run while loading
+            self._refuse(f"offset {self._at}: calls {func.module}.{func.name}, which a model may only reference")
         self._push(_Call(func, args))
 
     def _set_items(self, target: Any, items: list[Any]) -> None:
@@ -346,6 +377,8 @@ class PickleScanner:
             self.report.protocol = arg
 
     def op_stop(self, _arg: None) -> None:
+        if self._frame_end > self._at:
+            raise _Fatal(f"the frame around STOP at offset {self._at - 1} extends past it, to {self._frame_end}")
         self._pop()
         if self._outer:  # the end of a joblib object array: back to the outer stream, which gets the array
             self._stack, self._memo = self._outer.pop()
@@ -354,6 +387,8 @@ class PickleScanner:
         self._done = True
 
     def op_frame(self, arg: int) -> None:
+        if self._at - 9 < self._frame_end:
+            raise _Fatal(f"a FRAME at offset {self._at - 9} begins inside the previous frame")
         self._frame_end = self._at + arg
 
     def op_int(self, arg: Any) -> None:
