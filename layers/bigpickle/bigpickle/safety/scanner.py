@@ -78,6 +78,7 @@ class ScanReport:
     numpy_spellings: set[str] = field(default_factory=set)
     oob_buffers: int = 0
     trailing_bytes: int = 0
+    stream_bytes: int | None = None  # where the outermost STOP ends the pickle
 
     @property
     def safe(self) -> bool:
@@ -385,6 +386,7 @@ class PickleScanner:
             self._push(OPAQUE)
             return
         self._done = True
+        self.report.stream_bytes = self._at
 
     def op_frame(self, arg: int) -> None:
         if self._at - 9 < self._frame_end:
@@ -425,6 +427,9 @@ class PickleScanner:
             self._push(OPAQUE if arg is None else arg.decode("ascii"))
         except UnicodeDecodeError:
             self._push(OPAQUE)
+
+    def op_bytes(self, arg: bytes | None) -> None:
+        self._push(OPAQUE if arg is None else arg)
 
     def op_opaque(self, _arg: Any) -> None:
         self._push(OPAQUE)
@@ -657,12 +662,10 @@ _HANDLERS: dict[str, Callable[[PickleScanner, Any], None]] = {
     **dict.fromkeys(("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"), PickleScanner.op_text),
     "UNICODE": PickleScanner.op_text_line,
     **dict.fromkeys(("SHORT_BINSTRING", "BINSTRING"), PickleScanner.op_py2_string),
+    **dict.fromkeys(("SHORT_BINBYTES", "BINBYTES", "BINBYTES8"), PickleScanner.op_bytes),
     **dict.fromkeys(
         (
             "STRING",
-            "BINBYTES",
-            "SHORT_BINBYTES",
-            "BINBYTES8",
             "BYTEARRAY8",
             "FLOAT",
             "BINFLOAT",
