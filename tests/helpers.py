@@ -77,5 +77,21 @@ def weights_pickle(megabytes: int, seed: int = 0) -> bytes:
 
 
 def published_bytes(store: Any, name: str = "weights") -> bytes:
-    """The bytes of `name`'s current version as staging published them."""
-    return store.model_path(store.read_manifest(name)).read_bytes()
+    """`name`'s current version loaded as the predict function loads it, pickled again with protocol 5: equal
+    to a protocol-5 upload's bytes exactly when staging kept every byte of the object (it publishes the
+    rewritten, mapped layout, not the upload's bytes)."""
+    return pickle.dumps(load_published(store, name), protocol=5)
+
+
+def load_published(store: Any, name: str, **options: Any) -> Any:
+    """`name`'s current version as the registry loads it: checked against the manifest's digests."""
+    from bigpickle.loading.formats import load_model_file
+
+    manifest = store.read_manifest(name)
+    return load_model_file(
+        store.model_path(manifest),
+        manifest.format,
+        sha256=manifest.sha256,
+        layout=manifest.details.get("layout"),
+        **options,
+    )

@@ -81,7 +81,7 @@ def load_model_file(
         return load_bigpickle(
             path,
             mmap=mmap,
-            file_sha256=digests["file_sha256"] if digests else sha256,
+            file_sha256=(digests or {}).get("file_sha256") or sha256,
             stream_sha256=digests["stream_sha256"] if digests else None,
             full=verify == VERIFY_FULL,
             allowlist=allowlist,

@@ -7,6 +7,7 @@ version loads, the previous one keeps answering if memory allowed keeping both.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -36,7 +37,7 @@ SWAP_WAIT_SECONDS = 1.0  # the request that notices a new version waits this lon
 ASSUMED_LOAD_RATE = 200 * MiB  # bytes per second, only to suggest a Retry-After
 MAX_RETRY_AFTER_SECONDS = 30
 
-# (path, fmt, *, mmap, sha256, allowlist) -> model; loading.load_model_file unless a test injects one
+# (path, fmt, *, mmap, sha256, allowlist, layout) -> model; loading.load_model_file unless a test injects one
 Loader = Callable[..., Any]
 
 
@@ -105,7 +106,7 @@ class ModelRegistry:
             version_check=settings.model_version_check,
             budget=MemoryBudget(limit=settings.function_memory_bytes, baseline=process_rss()),
             allowlist=Allowlist(settings.pickle_allowlist_extra),
-            **seams,
+            **{"loader": functools.partial(load_model_file, verify=settings.model_verify), **seams},
         )
 
     # -- serving --
@@ -242,7 +243,12 @@ class ModelRegistry:
         rss_before, started = process_rss(), time.perf_counter()
         try:
             model = self._loader(
-                path, manifest.format, mmap=self.mmap, sha256=manifest.sha256, allowlist=self.allowlist
+                path,
+                manifest.format,
+                mmap=self.mmap,
+                sha256=manifest.sha256,
+                allowlist=self.allowlist,
+                layout=manifest.details.get("layout"),  # a published layout's own digests (loading/formats.py)
             )
         except BaseException as exc:
             logger.exception(

@@ -30,6 +30,7 @@ import pickletools
 import struct
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,8 @@ class PickleRewriter(PickleScanner):
         self._file = _HashedFile(open(target, "wb"))  # noqa: SIM115 - closed by close()
         self._spool = tempfile.TemporaryFile(dir=target.parent, prefix=f".{target.name}.stream.")  # noqa: SIM115
         self._out = _StreamOut(self._spool)
+        # a copy that stops early (checkpoint, failure) drops the rewriter: its files close with it
+        self._closer = weakref.finalize(self, _close_all, self._spool, self._file.f)
         self._buffers: list[tuple[int, int, bool]] = []
         self._maps: list[dict[int, int | None]] = [{}]  # input memo slot -> output slot (None: removed)
         self._next_slot = 0
@@ -550,8 +553,12 @@ class PickleRewriter(PickleScanner):
         return result
 
     def close(self) -> None:
-        self._spool.close()
-        self._file.f.close()
+        self._closer()
+
+
+def _close_all(*files: BinaryIO) -> None:
+    for f in files:
+        f.close()
 
 
 def _modules(submodule: str) -> tuple[str, ...]:
