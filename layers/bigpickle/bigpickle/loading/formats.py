@@ -131,30 +131,47 @@ def load_bigpickle(
     without it, or with `full`, the whole file is hashed first against `file_sha256`."""
     allowlist = (allowlist or default_allowlist()).for_format(BIGPICKLE)
     if full or stream_sha256 is None:
-        check_sha256(path, file_sha256, hash_file(path))
+        check_sha256(path, file_sha256, hash_file(path))  # names the version's path: model, version
     layout = read_layout(path)
     digest = hashlib.sha256()
     scanner = PickleScanner(BIGPICKLE, allowlist, fail_fast=True)
     with open(path, "rb") as f:
         f.seek(layout.stream_offset)
         reader = HashingReader(_Region(f, layout.pickle_bytes), [digest, scanner])
-        with contextlib.closing(oob_buffers(path, layout, mmap=mmap)) as buffers:
-            model = RestrictedUnpickler(reader, allowlist, buffers=buffers).load()
-        reader.drain()
-        f.seek(layout.index_offset)
-        digest.update(f.read(layout.index_length))
+        try:
+            with contextlib.closing(oob_buffers(path, layout, mmap=mmap)) as buffers:
+                model = RestrictedUnpickler(reader, allowlist, buffers=buffers).load()
+        except Exception as exc:  # a damaged stream reads as garbage: say so when its digest shows it
+            _check_stream(path, f, reader, layout, digest, stream_sha256, exc)
+            raise
+        _check_stream(path, f, reader, layout, digest, stream_sha256)
     report = scanner.verdict()
     try:
         check_against_scan(layout, report.stream_bytes, report.oob_buffers)
     except LayoutError as exc:
         raise _damaged(path, str(exc)) from None
-    if stream_sha256 is not None and digest.hexdigest() != stream_sha256:
+    return model
+
+
+def _check_stream(
+    path: Path,
+    f: BinaryIO,
+    reader: HashingReader,
+    layout: Layout,
+    digest: Any,
+    expected: str | None,
+    failure: Exception | None = None,
+) -> None:
+    """Finish hashing the stream (what the unpickler left of it) and the index; compare with the manifest."""
+    reader.drain()
+    f.seek(layout.index_offset)
+    digest.update(f.read(layout.index_length))
+    if expected is not None and digest.hexdigest() != expected:
         raise _damaged(
             path,
-            f"the stream and index hash to {digest.hexdigest()}, the manifest says {stream_sha256}",
+            f"the stream and index hash to {digest.hexdigest()}, the manifest says {expected}",
             ModelIntegrityError,
-        )
-    return model
+        ) from failure
 
 
 def _damaged(path: Path, what: str, error: type[ModelNotReadyError] = ModelLoadError) -> ModelNotReadyError:

@@ -477,12 +477,16 @@ class PickleRewriter(PickleScanner):
             self._next_slot += 1
 
     def _after_reconstruct(self, name: str, arg: Any, handler: Callable[..., None]) -> None:
-        """After a rewritten `_reconstruct` payload the standard pickler writes [memo] TUPLE [memo] BUILD;
+        """After a rewritten `_reconstruct` payload the standard pickler writes [memo] TUPLE [memo] BUILD
+        (in a new frame);
         the new stream already holds the array, so these are read, not written."""
         if name in _MEMO_PUTS:
             slot = self._memo_slot(name, arg)
             handler(self, arg)
             self._maps[-1][slot] = None
+            return
+        if name == "FRAME":  # the pickler frames what follows a large payload anew
+            handler(self, arg)
             return
         if name == self._expect[0]:
             self._expect.pop(0)
