@@ -54,7 +54,7 @@ def _array_pickle_parts(payload: int) -> tuple[bytes, bytes]:
         + b"\x96"
         + payload.to_bytes(8, "little")
     )
-    shape = payload.to_bytes((payload.bit_length() + 8) // 8, "little")
+    shape = payload.to_bytes(8, "little")  # fixed width: the parts' lengths do not depend on the size
     dtype = _text("numpy") + _text("dtype") + b"\x93" + _text("u1") + b"\x89\x88\x87R\x94"
     state = b"(K\x03" + _text("|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
     tail = _frame(dtype + state + b"\x8a" + bytes([len(shape)]) + shape + b"\x85" + _text("C") + b"tR.")

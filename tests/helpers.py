@@ -95,3 +95,41 @@ def load_published(store: Any, name: str, **options: Any) -> Any:
         layout=manifest.details.get("layout"),
         **options,
     )
+
+
+def publish_rewritten(
+    root: Any, name: str, model: Any, version: str = "20261126T120000Z-abc", *, protocol: int = 4
+) -> Any:
+    """Publish `model` the way staging publishes a `.pkl` upload: pickled, streamed through the rewriter
+    (safety.uploads), the mapped layout published with its manifest details."""
+    from bigpickle.safety import Allowlist
+    from bigpickle.safety.uploads import finish_upload, upload_sink
+    from bigpickle.store import Manifest, ModelStore
+
+    store = ModelStore(root)
+    incoming = store.prepare_incoming(name, version)
+    upload = incoming / "model.pkl"
+    with open(upload, "wb") as f:
+        pickle.dump(model, f, protocol=protocol)
+    size, digest = upload.stat().st_size, hashlib.sha256(upload.read_bytes()).hexdigest()
+    sink = upload_sink("pickle", incoming, Allowlist())
+    with open(upload, "rb") as f:
+        while chunk := f.read(64 << 20):
+            sink.update(chunk)
+    report, published = finish_upload(sink, upload, "pickle", Allowlist())
+    assert published is not None, report.reasons()
+    manifest = Manifest(
+        name=name,
+        version=version,
+        file=published.file,
+        format=published.format,
+        bytes=size,
+        sha256=digest,
+        staged_at="2026-11-26T12:00:00+00:00",
+        bucket="b",
+        key=f"models/{name}/model.pkl",
+        etag='"abc"',
+        details={**report.details(), **published.details},
+    )
+    store.publish(manifest)
+    return manifest

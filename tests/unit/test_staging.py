@@ -10,6 +10,7 @@ import pytest
 from bigpickle.config import Settings
 from bigpickle.errors import TransferError
 from bigpickle.local.runtime import stage_handler
+from bigpickle.safety.rewriter import file_checksum
 from bigpickle.staging import ModelKey, StageOptions, stage_object
 from bigpickle.store import ModelStore
 from bigpickle.transfer import RetryPolicy
@@ -44,7 +45,7 @@ def test_given_a_model_in_s3_when_staged_then_the_manifest_describes_the_bytes_o
     assert result.status == "published"
     manifest = store.read_manifest("iris")
     on_disk = store.model_path(manifest).read_bytes()
-    assert manifest.details["layout"]["file_sha256"] == hashlib.sha256(on_disk).hexdigest()
+    assert manifest.details["layout"]["file_checksum"] == file_checksum(store.model_path(manifest))
     assert manifest.details["layout"]["file_bytes"] == len(on_disk)
     assert manifest.bytes == len(data)  # provenance: the object as uploaded
     assert manifest.sha256 == hashlib.sha256(data).hexdigest()
@@ -110,11 +111,11 @@ def test_given_a_failed_staging_then_the_previous_version_keeps_serving(
     assert store.current_version("iris") == good.version
     assert store.list_versions("iris") == [good.version]
     manifest = store.read_manifest("iris")
-    assert hashlib.sha256(store.model_path(manifest).read_bytes()).hexdigest() == good_sha256(store)
+    assert file_checksum(store.model_path(manifest)) == good_sha256(store)
 
 
 def good_sha256(store: ModelStore) -> str:
-    return store.read_manifest("iris").details["layout"]["file_sha256"]
+    return store.read_manifest("iris").details["layout"]["file_checksum"]
 
 
 def test_non_model_keys_are_skipped_not_failed(moto_s3: Any, store: ModelStore, settings: Settings) -> None:

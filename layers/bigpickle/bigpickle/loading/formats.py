@@ -43,6 +43,7 @@ from bigpickle.safety.layout import (
 )
 from bigpickle.safety.layout import read_layout as read_layout_from
 from bigpickle.safety.rewriter import OUT_OF_BAND_MIN_BYTES, rewrite_file
+from bigpickle.safety.rewriter import file_checksum as file_checksum_of
 from bigpickle.safety.scanner import PickleScanner
 from bigpickle.safety.unpickler import RestrictedUnpickler, default_allowlist, load_verified
 from bigpickle.store import MODEL_FORMATS, model_format, write_file_atomically
@@ -77,12 +78,13 @@ def load_model_file(
     digests a bigpickle file published by staging is checked against instead.
     """
     if fmt == BIGPICKLE:
-        digests = layout if layout and layout.get("stream_sha256") else None
+        digests = layout or {}
         return load_bigpickle(
             path,
             mmap=mmap,
-            file_sha256=(digests or {}).get("file_sha256") or sha256,
-            stream_sha256=digests["stream_sha256"] if digests else None,
+            file_sha256=sha256,
+            file_checksum=digests.get("file_checksum"),
+            stream_sha256=digests.get("stream_sha256"),
             full=verify == VERIFY_FULL,
             allowlist=allowlist,
         )
@@ -122,15 +124,21 @@ def load_bigpickle(
     file_sha256: str | None,
     stream_sha256: str | None,
     full: bool,
+    file_checksum: str | None = None,
     allowlist: Allowlist | None = None,
 ) -> Any:
     """Load a bigpickle file: its layout checked completely, its stream read once through the sha256 and a
     fail-fast scanner into the restricted unpickler, its buffers mapped (or read) as the stream asks.
 
     With `stream_sha256` (staging's digest of the stream then the index) only those bytes are hashed;
-    without it, or with `full`, the whole file is hashed first against `file_sha256`."""
+    without it, or with `full`, the whole file is checked first: against `file_checksum` (a rewritten
+    file's, "ALGORITHM:hex") or else `file_sha256` (a file published as uploaded)."""
     allowlist = (allowlist or default_allowlist()).for_format(BIGPICKLE)
-    if full or stream_sha256 is None:
+    if file_checksum and full:
+        actual = file_checksum_of(path, file_checksum.split(":")[0])
+        if actual != file_checksum:
+            raise _damaged(path, f"its checksum is {actual}, the manifest says {file_checksum}", ModelIntegrityError)
+    elif full or stream_sha256 is None:
         check_sha256(path, file_sha256, hash_file(path))  # names the version's path: model, version
     layout = read_layout(path)
     digest = hashlib.sha256()

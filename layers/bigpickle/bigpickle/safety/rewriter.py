@@ -24,7 +24,9 @@ it came; `reason` says why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 import os
 import pickletools
 import struct
@@ -32,18 +34,26 @@ import sys
 import tempfile
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bigpickle.checksums import CHECKSUM_FACTORIES
 from bigpickle.safety.allowlist import JOBLIB_ARRAY_WRAPPER, Allowlist
 from bigpickle.safety.layout import BUFFER_ALIGN, MAGIC, TRAILER, Layout, index_bytes
 from bigpickle.safety.scanner import MARK, PickleScanner, ScanReport, _array_layout, _Call, _dtype_layout, _Global
+from bigpickle.transfer.osutils import FileWriter, OSUtils
 from bigpickle.units import KiB, MiB
 
 OUT_OF_BAND_MIN_BYTES = 64 * KiB  # smaller array payloads stay in the stream: mapping them saves nothing
 FRAME_TARGET = 64 * KiB  # the standard pickler's frame size
 COPY_CHUNK = 8 * MiB
+WRITE_CHUNK = 4 * MiB  # each of the output file's two page-aligned write buffers
+PAGE = 4096  # buffers start on a page: aligned for numpy and for direct writes
+# The published file's checksum: it guards against corruption (docs/security.md "Integrity at load"), and
+# CRC64NVME (awscrt) runs at memory speed where sha256 would halve staging's throughput.
+FILE_CHECKSUM = "CRC64NVME" if "CRC64NVME" in CHECKSUM_FACTORIES else "CRC32"
 TREE = ("sklearn.tree._tree", "Tree")  # Tree.__setstate__ copies its node arrays out of any buffer
 NUMPY_CORES = ("numpy._core", "numpy.core")
 _NATIVE_ORDERS = ("|", "=", "<" if sys.byteorder == "little" else ">")
@@ -98,7 +108,7 @@ class RewriteResult:
 
     layout: Layout | None
     reason: str | None = None
-    file_sha256: str | None = None  # the whole published file
+    file_checksum: str | None = None  # the whole published file, "ALGORITHM:hex" (MODEL_VERIFY=full)
     stream_sha256: str | None = None  # the stream then the index: what a load hashes by default
     file_bytes: int = 0
     in_band_bytes: int = 0  # large payloads kept in the stream (protocol 2 arrays, object arrays' bytes)
@@ -110,7 +120,7 @@ class RewriteResult:
         return {
             "rewritten": True,
             "version": self.layout.version,
-            "file_sha256": self.file_sha256,
+            "file_checksum": self.file_checksum,
             "stream_sha256": self.stream_sha256,
             "file_bytes": self.file_bytes,
             "pickle_bytes": self.layout.pickle_bytes,
@@ -121,22 +131,75 @@ class RewriteResult:
         }
 
 
-class _HashedFile:
-    """The output file, written in order and hashed as written."""
+class _OutputFile:
+    """The published file, written once, in order: bytes are gathered into page-aligned buffers that a
+    writer thread writes around the page cache (O_DIRECT, where the file system allows it) while the next
+    one fills, checksummed as they go. Staging never reads the file back, so caching it would only cost a
+    copy per byte in the copy's critical path (measured: stage_bench.py, docs/staging.md)."""
 
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.sha256 = hashlib.sha256()
-        self.offset = 0
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.writer = FileWriter(OSUtils(), path, self.fd, direct=True)
+        self.checksum = CHECKSUM_FACTORIES[FILE_CHECKSUM]()
+        self.flushed = 0  # bytes handed to the writer thread
+        self.fill = 0  # bytes gathered in the current buffer
+        self.buffers = [mmap.mmap(-1, WRITE_CHUNK) for _ in range(2)]
+        self.current = 0
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigpickle-rewrite")
+        self.pending: Future[None] | None = None
 
-    def write(self, data: bytes | memoryview) -> None:
-        self.f.write(data)
-        self.sha256.update(data)
-        self.offset += len(data)
+    @property
+    def offset(self) -> int:
+        return self.flushed + self.fill
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            n = min(len(view), WRITE_CHUNK - self.fill)
+            self.buffers[self.current][self.fill : self.fill + n] = view[:n]
+            self.fill += n
+            view = view[n:]
+            if self.fill == WRITE_CHUNK:
+                self._flush()
 
     def pad(self, align: int) -> None:
         if self.offset % align:
-            self.write(b"\0" * (-self.offset % align))
+            self.write(bytes(-self.offset % align))
+
+    def _flush(self) -> None:
+        if not self.fill:
+            return
+        data = memoryview(self.buffers[self.current])[: self.fill]
+        self.checksum.update(data)
+        if self.pending is not None:
+            self.pending.result()  # the other buffer is free again
+        self.pending = self.thread.submit(self.writer.write, data, self.flushed)
+        self.flushed += self.fill
+        self.fill, self.current = 0, 1 - self.current
+
+    def finish(self) -> str:
+        """Write what is gathered, fsync; the file's checksum as "ALGORITHM:hex"."""
+        self._flush()
+        if self.pending is not None:
+            self.pending.result()
+        os.fsync(self.fd)
+        return f"{FILE_CHECKSUM}:{self.checksum.digest().hex()}"
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=True)
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def file_checksum(path: Path, algorithm: str = "") -> str:
+    """The checksum `_OutputFile.finish` gives, of a file on disk (bounded reads): "ALGORITHM:hex"."""
+    algorithm = algorithm or FILE_CHECKSUM
+    checksum = CHECKSUM_FACTORIES[algorithm]()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(COPY_CHUNK):
+            checksum.update(chunk)
+    return f"{algorithm}:{checksum.digest().hex()}"
 
 
 class _StreamOut:
@@ -192,11 +255,11 @@ class PickleRewriter(PickleScanner):
         self.target = target
         self.min_out_of_band = min_out_of_band
         self.reason: str | None = None
-        self._file = _HashedFile(open(target, "wb"))  # noqa: SIM115 - closed by close()
+        self._file = _OutputFile(target)
         self._spool = tempfile.TemporaryFile(dir=target.parent, prefix=f".{target.name}.stream.")  # noqa: SIM115
         self._out = _StreamOut(self._spool)
         # a copy that stops early (checkpoint, failure) drops the rewriter: its files close with it
-        self._closer = weakref.finalize(self, _close_all, self._spool, self._file.f)
+        self._closer = weakref.finalize(self, _close_all, self._spool, self._file)
         self._buffers: list[tuple[int, int, bool]] = []
         self._maps: list[dict[int, int | None]] = [{}]  # input memo slot -> output slot (None: removed)
         self._next_slot = 0
@@ -406,7 +469,7 @@ class PickleRewriter(PickleScanner):
         handler(self, arg)
 
     def _begin_buffer(self, length: int) -> None:
-        self._file.pad(BUFFER_ALIGN)
+        self._file.pad(PAGE)
         copied = any(isinstance(v, _Call) and (v.func.module, v.func.name) == TREE for v in self._stack)
         self._buffers.append((self._file.offset, length, copied))
         self._sink, self._left = "buffer", length
@@ -543,12 +606,11 @@ class PickleRewriter(PickleScanner):
         self._file.write(index)
         self._file.write(TRAILER.pack(index_offset, len(index), MAGIC))
         self._out.sha256.update(index)
-        self._file.f.flush()
-        os.fsync(self._file.f.fileno())
+        checksum = self._file.finish()
         layout = Layout(2, stream_offset, self._out.bytes, tuple(self._buffers), index_offset, len(index))
         result = RewriteResult(
             layout,
-            file_sha256=self._file.sha256.hexdigest(),
+            file_checksum=checksum,
             stream_sha256=self._out.sha256.hexdigest(),
             file_bytes=self._file.offset,
             in_band_bytes=self._in_band_bytes,
@@ -560,7 +622,7 @@ class PickleRewriter(PickleScanner):
         self._closer()
 
 
-def _close_all(*files: BinaryIO) -> None:
+def _close_all(*files: Any) -> None:
     for f in files:
         f.close()
 

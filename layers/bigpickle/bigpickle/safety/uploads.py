@@ -8,7 +8,8 @@
                                                                  one buffer per out-of-band reference
 
 The manifest's `details["layout"]` says which, and why (`rewritten`, `reason`), with the published file's
-own digests (`file_sha256`, `stream_sha256`: the stream then the index, what a load hashes by default)
+own checksum and digest (`file_checksum` of the whole file, `stream_sha256` of the stream then the index,
+what a load hashes by default)
 next to `sha256`, which stays the digest of the object as uploaded.
 """
 
