@@ -23,6 +23,7 @@ from bigpickle.loading import ModelRegistry
 from bigpickle.loading.capacity import estimate_load
 from bigpickle.loading.formats import convert, load_model_file, read_layout, save_model
 from bigpickle.safety import Allowlist, PickleScanner
+from bigpickle.safety.inspect import inspect_file
 from bigpickle.safety.layout import MAGIC, TRAILER
 from bigpickle.safety.rewriter import file_checksum, rewrite_file
 from bigpickle.safety.uploads import check_bigpickle
@@ -128,6 +129,8 @@ def test_convert_streams_through_the_rewriter(corpus: dict[str, tuple[Any, Any]]
 
     assert facts["layout"]["rewritten"] and facts["target_format"] == "bigpickle"
     assert answers(load_model_file(tmp_path / "out.bpk", "bigpickle"), X) == answers(model, X)
+    inspected = inspect_file(tmp_path / "out.bpk", Allowlist())
+    assert inspected["verdict"] == "safe to load" and inspected["oob_buffers"] == facts["layout"]["buffers"]
 
 
 # -- staging: publishes the mapped layout, refuses a malformed one --
