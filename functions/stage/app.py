@@ -1,6 +1,7 @@
 """S3 ObjectCreated -> stage each model object onto EFS (bigpickle.staging).
 
-Errors propagate on purpose: S3 invokes asynchronously and retries only a failed invocation.
+Failures a retry can fix make the invocation fail on purpose: S3 invokes asynchronously and retries only a
+failed invocation. Records that can never be staged (deletes, non-model keys, empty objects) are skipped.
 """
 
 from typing import Any
@@ -11,7 +12,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bigpickle.config import Settings
 from bigpickle.observability import logger, metrics, tracer
-from bigpickle.staging import lambda_invoker, stage_event, transfer_config
+from bigpickle.staging import S3Record, lambda_invoker, raise_for_retry, stage_event, transfer_config
 from bigpickle.store import ModelStore
 from bigpickle.warmup import request_warmups
 
@@ -28,7 +29,13 @@ warmup_invoke = lambda_invoker(settings.predict_function_name) if settings.predi
 @event_source(data_class=S3Event)
 def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     records = [
-        (record.s3.bucket.name, unquote_plus(record.s3.get_object.key), record.s3.get_object.version_id)
+        S3Record(
+            bucket=record.s3.bucket.name,
+            key=unquote_plus(record.s3.get_object.key),
+            version_id=record.s3.get_object.version_id,
+            sequencer=record.s3.get_object.get("sequencer"),
+            event_name=record.event_name,
+        )
         for record in event.records
     ]
     invoke = lambda_invoker(context.invoked_function_arn)  # continuations near the time limit
@@ -36,5 +43,6 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
         event.raw_event, context, client=s3, store=store, settings=settings, invoke=invoke, records=records
     )
     if warmup_invoke is not None:
-        request_warmups(warmup_invoke, results)
+        request_warmups(warmup_invoke, results)  # for what was published, even when another record failed
+    raise_for_retry(results)
     return {"results": [r.as_dict() for r in results]}

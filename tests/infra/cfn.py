@@ -1,11 +1,14 @@
 """Read a SAM/CloudFormation template as plain data, and evaluate it as CloudFormation would for a given set
-of parameter values: enough of Ref, Fn::If and the condition functions to ask "what gets deployed?".
+of parameter values: enough of Ref, Fn::If, Fn::Sub/Split/Select/Cidr over parameters, the condition functions
+and the rule functions to ask "what gets deployed?" and "which Rules refuse it?".
 
 Short-form tags (`!Ref X`, `!GetAtt A.B`, `!Sub ...`) become their long form (`{"Ref": "X"}`, ...).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,26 @@ class Deployment:
         self.params = {name: str(spec.get("Default", "")) for name, spec in params.items()}
         self.params.update(overrides or {})
         self._conditions: dict[str, bool] = {}
+
+    def parameter_errors(self) -> list[str]:
+        """What CloudFormation refuses about the parameter values themselves (pattern, allowed values, length,
+        range), one message per refused parameter."""
+        errors = []
+        for name, spec in self.template.get("Parameters", {}).items():
+            raw = self.params[name]
+            values = raw.split(",") if spec["Type"] == "CommaDelimitedList" else [raw]
+            for value in values:
+                if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+                    errors.append(f"{name}={value!r} does not match {spec['AllowedPattern']}")
+                if "AllowedValues" in spec and value not in map(str, spec["AllowedValues"]):
+                    errors.append(f"{name}={value!r} is not one of {spec['AllowedValues']}")
+                if len(value) > spec.get("MaxLength", len(value)):
+                    errors.append(f"{name} is longer than {spec['MaxLength']} characters")
+                if spec["Type"] == "Number" and not (
+                    spec.get("MinValue", -float("inf")) <= float(value) <= spec.get("MaxValue", float("inf"))
+                ):
+                    errors.append(f"{name}={value} is outside [{spec.get('MinValue')}, {spec.get('MaxValue')}]")
+        return errors
 
     def condition(self, name: str) -> bool:
         if name not in self._conditions:
@@ -92,9 +115,66 @@ class Deployment:
             if isinstance(items, list) and all(isinstance(item, str) for item in items):
                 return separator.join(items)
             return node
+        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+            names = re.findall(r"\$\{([^}!]+)\}", node["Fn::Sub"])
+            if names and all(name in self.params for name in names):
+                return re.sub(r"\$\{([^}!]+)\}", lambda match: str(self.value(ref(match[1]))), node["Fn::Sub"])
+            return node
+        if set(node) == {"Fn::Split"}:
+            separator, source = node["Fn::Split"]
+            source = self.value(source)
+            return source.split(separator) if isinstance(source, str) else node
+        if set(node) == {"Fn::Select"}:
+            index, items = node["Fn::Select"]
+            items = self.value(items)
+            if isinstance(items, list):
+                if not 0 <= int(index) < len(items):
+                    raise ValueError(f"Fn::Select index {index} out of range for {items!r}")
+                return items[int(index)]
+            return {"Fn::Select": [index, items]}
+        if set(node) == {"Fn::Cidr"}:
+            block, count, host_bits = (self.value(arg) for arg in node["Fn::Cidr"])
+            return cidr(block, int(count), int(host_bits)) if isinstance(block, str) else node
         return {
             key: resolved for key, resolved in ((k, self.value(v)) for k, v in node.items()) if resolved is not NO_VALUE
         }
+
+    def rule_failures(self) -> list[str]:
+        """The AssertDescription of every Rules assertion these parameter values fail, as CloudFormation checks
+        them before creating anything."""
+        failures = []
+        for rule in self.template.get("Rules", {}).values():
+            if "RuleCondition" in rule and not self._rule_truth(rule["RuleCondition"]):
+                continue
+            failures += [a["AssertDescription"] for a in rule["Assertions"] if not self._rule_truth(a["Assert"])]
+        return failures
+
+    def _rule_truth(self, node: Any) -> Any:
+        """A rule function's value (the documented semantics of each; only rule functions are allowed)."""
+        if not isinstance(node, dict):
+            return node
+        ((fn, args),) = node.items()
+        if fn == "Ref":
+            return self.value(node)
+        if fn == "Fn::Equals":
+            left, right = (self._rule_truth(arg) for arg in args)
+            return left == right
+        if fn == "Fn::Not":
+            return not self._rule_truth(args[0])
+        if fn == "Fn::And":
+            return all(self._rule_truth(arg) for arg in args)
+        if fn == "Fn::Or":
+            return any(self._rule_truth(arg) for arg in args)
+        if fn == "Fn::Contains":
+            items, value = (self._rule_truth(arg) for arg in args)
+            return value in items
+        if fn == "Fn::EachMemberEquals":
+            items, value = (self._rule_truth(arg) for arg in args)
+            return all(item == value for item in items)
+        if fn == "Fn::EachMemberIn":
+            items, allowed = (self._rule_truth(arg) for arg in args)
+            return all(item in allowed for item in items)
+        raise ValueError(f"{fn} is not a rule function this evaluator knows")
 
     def resources(self, type_: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(logical id, resolved properties) of each resource this deployment creates."""
@@ -126,3 +206,20 @@ def iam_statements(policies: list[Any]) -> list[dict[str, Any]]:
 def actions(statement: Mapping[str, Any]) -> list[str]:
     action = statement["Action"]
     return [action] if isinstance(action, str) else list(action)
+
+
+def cidr(block: str, count: int, host_bits: int) -> list[str]:
+    """Fn::Cidr: the first `count` blocks with `host_bits` host bits inside `block`; CloudFormation fails the
+    deploy when they do not fit (ValueError here)."""
+    network = ipaddress.ip_network(block)  # strict: an address with host bits set is no network
+    new_prefix = network.max_prefixlen - host_bits
+    if new_prefix < network.prefixlen:
+        raise ValueError(f"{block} is smaller than one /{new_prefix} block")
+    blocks = []
+    for subnet in network.subnets(new_prefix=new_prefix):
+        if len(blocks) == count:
+            break
+        blocks.append(str(subnet))
+    if len(blocks) < count:
+        raise ValueError(f"{block} holds {len(blocks)} /{new_prefix} blocks, not {count}")
+    return blocks

@@ -12,7 +12,10 @@ import pytest
 
 from tests.infra.cfn import Deployment, actions, iam_statements, ref
 
-EXISTING_NETWORK = {"ExistingNetwork": "vpc-0abc,subnet-0aaa,subnet-0bbb", "ExistingRouteTableIds": "rtb-0ccc"}
+EXISTING_NETWORK = {
+    "ExistingNetwork": "vpc-0123456789abcdef0,subnet-0aaaaaaaaaaaaaaa1,subnet-0bbbbbbbbbbbbbbb2",
+    "ExistingRouteTableIds": "rtb-0ccccccccccccccc3",
+}
 NFS = 2049
 
 
@@ -168,6 +171,8 @@ def test_given_defaults_then_the_api_is_throttled_and_logged(defaults: Deploymen
     assert int(stage["DefaultRouteSettings"]["ThrottlingRateLimit"]) > 0
     assert int(stage["DefaultRouteSettings"]["ThrottlingBurstLimit"]) > 0
     assert stage["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    # Vended-log groups need no statement in the account's 5,120-character CloudWatch Logs resource policy.
+    assert defaults.properties("ApiAccessLogGroup")["LogGroupName"]["Fn::Sub"].startswith("/aws/vendedlogs/")
 
 
 def test_given_defaults_then_the_bucket_is_versioned_encrypted_private_and_tls_only(defaults: Deployment) -> None:

@@ -131,8 +131,8 @@ def test_the_stage_handler_url_decodes_keys_from_the_event(
     moto_s3: Any, lambda_env: Any, context: Any, trained: dict[str, Any]
 ) -> None:
     key = "models/iris v2/model.pkl"  # arrives as models/iris+v2/model.pkl
-    with pytest.raises(Exception, match="invalid model name"):
-        stage_handler()(s3_put_event(BUCKET, key), context)
+    refused = stage_handler()(s3_put_event(BUCKET, key), context)["results"][0]
+    assert refused["status"] == "skipped" and "invalid model name 'iris v2'" in refused["reason"]
     upload_model(moto_s3, trained["iris"][0], "models/iris_v2/model+final.pkl")
 
     result = stage_handler()(s3_put_event(BUCKET, "models/iris_v2/model+final.pkl"), context)

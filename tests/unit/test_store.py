@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bigpickle.errors import InvalidModelNameError, ModelNotFoundError, ModelNotReadyError
+from bigpickle.errors import InvalidModelNameError, ModelNotFoundError, ModelNotReadyError, StoreBusyError
 from bigpickle.store import Manifest, ModelStore
 
 
@@ -136,3 +136,34 @@ def test_pruning_removes_stale_incoming_copies_of_older_versions_nobody_is_stagi
 
     assert not store.incoming_dir("iris", "v0").exists()
     assert store.incoming_dir("iris", "v2").exists()
+
+
+HOLD_MODEL_LOCK = """
+import sys, time
+from bigpickle.store import ModelStore
+with ModelStore(sys.argv[1]).lock_model("iris"):
+    print("held", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_a_change_waits_for_the_model_lock_another_process_holds_then_is_busy_which_a_retry_fixes(
+    models_root: Path,
+) -> None:
+    impatient = ModelStore(models_root, lock_wait_seconds=0.3)
+    stage_files(impatient, manifest(version="v1"))
+    impatient.publish(manifest(version="v1"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_MODEL_LOCK, str(models_root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for change in (lambda: impatient.prune("iris", keep=1), lambda: impatient.set_current("iris", "v1")):
+            with pytest.raises(StoreBusyError) as busy:
+                change()
+            assert busy.value.retryable
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert impatient.prune("iris", keep=1) == []  # the lock died with its holder

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _demo(_args: argparse.Namespace) -> int:
@@ -41,9 +42,23 @@ def _stage(args: argparse.Namespace) -> int:
     from bigpickle.staging import stage_uri
     from bigpickle.transfer.progress import ProgressBar
 
-    result = stage_uri(args.uri, progress=ProgressBar(sys.stderr))
+    # "published_not_current" (an older upload) and "already_published" are successes too: `reason` says why
+    result = _refusal_or(lambda: stage_uri(args.uri, progress=ProgressBar(sys.stderr)))
+    if result is None:
+        return 1
     print(json.dumps(result.as_dict(), indent=2))
     return 0
+
+
+def _refusal_or(run: Callable[[], Any]) -> Any:
+    """What `run` returns, or None after printing why the library refused (a typed error, not a trace)."""
+    from bigpickle.errors import BigPickleError
+
+    try:
+        return run()
+    except BigPickleError as exc:
+        print(f"bigpickle: {exc.code}: {exc.message}", file=sys.stderr)
+        return None
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -57,8 +72,11 @@ def _rollback(args: argparse.Namespace) -> int:
     from bigpickle.loading.rollback import rollback
     from bigpickle.store import ModelStore
 
-    previous, current = rollback(ModelStore(args.models_root), args.name, args.version)
-    print(f"{args.name}: current version {previous} -> {current}")
+    # Holds until a newer upload arrives: re-delivered events of the versions published so far do not undo it.
+    rolled = _refusal_or(lambda: rollback(ModelStore(args.models_root), args.name, args.version))
+    if rolled is None:
+        return 1
+    print(f"{args.name}: current version {rolled[0]} -> {rolled[1]}")
     return 0
 
 
@@ -77,7 +95,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "serve": ("serve the predict handler on a local HTTP port, as `sam local start-api` would", _serve),
     "stage": ("copy s3://BUCKET/models/NAME/FILE to --models-root and publish it (the stage Lambda's engine)", _stage),
     "convert": ("re-save a model in the format OUT's extension names (.bpk: zero-copy, mmap-able)", _convert),
-    "rollback": ("point NAME's current version at VERSION (default: the one before the current)", _rollback),
+    "rollback": (
+        "point NAME's current version at VERSION (default: the upload before the current); holds until a newer upload",
+        _rollback,
+    ),
     "inspect": ("what a model file imports and whether it would be loaded (nothing in it runs)", _inspect),
 }
 

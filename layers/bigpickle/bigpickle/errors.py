@@ -12,6 +12,9 @@ class BigPickleError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    # Staging: whether S3 retrying the event can help. A record that fails with retryable=False is skipped
+    # (logged, counted) instead of failing the event.
+    retryable: bool = True
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -26,6 +29,12 @@ class BadRequestError(BigPickleError):
 
 class InvalidModelNameError(BadRequestError):
     code = "invalid_model_name"
+    retryable = False
+
+
+class UnsupportedMediaTypeError(BigPickleError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class PayloadTooLargeError(BigPickleError):
@@ -61,6 +70,13 @@ class ModelLoadError(ModelNotReadyError):
     code = "model_load_failed"
 
 
+class ModelInvalidError(ModelNotReadyError):
+    """What the store holds for this model (its `current` pointer or a manifest) is not well-formed; only this
+    model is affected. The message says what to do and never shows file system paths."""
+
+    code = "model_invalid"
+
+
 class PredictionFailedError(BigPickleError):
     """The model itself raised on input that passed validation."""
 
@@ -85,6 +101,19 @@ class TransferError(StagingError):
     with their journal, so the next run for the same object version resumes."""
 
     code = "transfer_failed"
+
+
+class UnstageableObjectError(StagingError):
+    """The object can never be published as it is (empty, deleted, not a model): retrying the event cannot help."""
+
+    code = "unstageable_object"
+    retryable = False
+
+
+class StoreBusyError(StagingError):
+    """Another process held the model's lock for longer than the wait allows; a retry finds it free."""
+
+    code = "store_busy"
 
 
 class StorageFullError(StagingError):
@@ -113,6 +142,7 @@ class UnsafePickleError(BigPickleError):
 
     status = 503
     code = "unsafe_model"
+    retryable = False
 
     def __init__(self, reasons: list[str], *, forbidden: list[str] | None = None) -> None:
         self.reasons = list(reasons)

@@ -5,6 +5,11 @@ failure-safe: anything that goes wrong raises and leaves the current version unt
 retries can try again. A copy that cannot be trusted (integrity, disk full) is removed; one cut short by
 the network or a kill keeps its parts and journal, and the next run resumes it. Near the Lambda time
 limit the copy checkpoints and the handler re-invokes itself with a continuation event.
+
+Publishing follows S3's order of uploads: an older version arriving late is published (for rollback)
+without becoming current, and a retried event finishes a publish a killed run left half done. An event's
+records are staged independently: one that can never succeed is skipped (logged, counted), and only
+failures a retry can fix make the invocation fail.
 """
 
 from __future__ import annotations
@@ -12,21 +17,31 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bigpickle.checksums import ChecksumVerifier, full_object_checksum
 from bigpickle.config import Settings
-from bigpickle.errors import IntegrityError, StagingError, StorageFullError, UnsafePickleError
+from bigpickle.errors import (
+    BigPickleError,
+    IntegrityError,
+    StagingError,
+    StorageFullError,
+    UnsafePickleError,
+    UnstageableObjectError,
+)
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
 from bigpickle.safety.uploads import finish_upload, upload_sink
-from bigpickle.store import Manifest, ModelStore, model_format, validate_model_name
+from bigpickle.store import Manifest, ModelStore, Publication, model_format, validate_model_name
 from bigpickle.transfer import (
     ObjectInfo,
     OSUtils,
@@ -52,8 +67,11 @@ class ModelKey:
 
     @classmethod
     def parse(cls, key: str) -> ModelKey | None:
-        parts = PurePosixPath(key).parts
-        if len(parts) != 3 or parts[0] != MODELS_PREFIX:
+        """The model key, or None for any other key (empty or dot segments and trailing slashes included:
+        S3 keys are not paths, `models//iris/model.pkl` is not `models/iris/model.pkl`). A model key whose
+        name the store refuses raises InvalidModelNameError."""
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != MODELS_PREFIX or any(p in ("", ".", "..") for p in parts):
             return None
         fmt = model_format(parts[2])
         if fmt is None:
@@ -63,21 +81,38 @@ class ModelKey:
         )
 
 
+class S3Record(NamedTuple):
+    """One record of an S3 event, as staging needs it (a plain (bucket, key, version id) tuple works too)."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    sequencer: str | None = None  # orders the events of one key (UploadOrder)
+    event_name: str = "ObjectCreated:Put"
+
+    @property
+    def creates_object(self) -> bool:
+        return self.event_name.startswith("ObjectCreated:")
+
+
 @dataclass(frozen=True)
 class StageResult:
     bucket: str
     key: str
-    # "published", "already_published", "skipped", "in_progress" (another stager holds this version)
-    # or "checkpointed" (stopped before the time limit; a continuation resumes it)
+    # "published" (and now current), "published_not_current" (an older upload, kept for rollback; `reason`
+    # says why), "already_published", "skipped" (never stageable: `reason`), "failed" (a retry may fix it:
+    # `error`), "in_progress" (another stager holds this version) or "checkpointed" (stopped before the time
+    # limit; a continuation resumes it)
     status: str
     model: str | None = None
     version: str | None = None
     bytes: int = 0
     reason: str | None = None
     resumed_bytes: int | None = None  # bytes an earlier, interrupted run had already copied
+    error: Exception | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "error"}
 
 
 def version_name(obj: ObjectInfo) -> str:
@@ -115,28 +150,67 @@ def stage_object(
     key: str,
     version_id: str | None = None,
     options: StageOptions | None = None,
+    sequencer: str | None = None,
 ) -> StageResult:
-    """Stage `s3://bucket/key` if it is a model key; a no-op when that object version is published."""
+    """Stage `s3://bucket/key` if it is a model key; when that object version is published already, only
+    finish what a killed run may have left undone (the pointer switch). `sequencer` is the S3 event's; it
+    is recorded only with `version_id` (without it, HEAD may see a newer object than the event's).
+    Raises UnstageableObjectError (retryable=False) for an object that can never be published."""
     options = options or StageOptions()
     model_key = ModelKey.parse(key)
     if model_key is None:
-        logger.warning("not a model key; expected models/<name>/<file>.pkl|.pickle|.joblib", extra={"key": key})
-        return StageResult(bucket, key, "skipped", reason="not a models/<name>/<file> model key")
+        return skip_record(bucket, key, "not a models/<name>/<file>.pkl|.pickle|.joblib|.bpk model key")
 
-    obj = head_object(client, bucket, key, version_id)
+    obj = _head_model_object(client, bucket, key, version_id)
     version = version_name(obj)
     log = {"model": model_key.name, "version": version, "bucket": bucket, "key": key, "bytes": obj.size}
     if store.has_version(model_key.name, version):
-        logger.info("object version already published; nothing to do", extra=log)
-        return StageResult(bucket, key, "already_published", model_key.name, version, obj.size)
+        return _complete_publish(store, settings, obj, model_key.name, version, log)
 
     with store.lock_version(model_key.name, version) as held:
         if not held:
             logger.info("another stager is copying this object version; leaving it to them", extra=log)
             return StageResult(bucket, key, "in_progress", model_key.name, version, obj.size)
         if store.has_version(model_key.name, version):  # published while we waited for HEAD
-            return StageResult(bucket, key, "already_published", model_key.name, version, obj.size)
-        return _copy_and_publish(client, store, settings, model_key, obj, version, options, log)
+            return _complete_publish(store, settings, obj, model_key.name, version, log)
+        sequencer = sequencer if version_id else None
+        return _copy_and_publish(client, store, settings, model_key, obj, version, options, log, sequencer)
+
+
+def skip_record(bucket: str, key: str, reason: str) -> StageResult:
+    """A record staging will never act on: logged and counted (metric StagingRecordsSkipped), not failed."""
+    logger.warning("record skipped", extra={"bucket": bucket, "key": key, "reason": reason})
+    metrics.add_metric(name="StagingRecordsSkipped", unit=MetricUnit.Count, value=1)
+    return StageResult(bucket, key, "skipped", reason=reason)
+
+
+def _head_model_object(client: Any, bucket: str, key: str, version_id: str | None) -> ObjectInfo:
+    """HEAD the object version; one that is gone (deleted, a delete marker) or empty can never be staged."""
+    try:
+        obj = head_object(client, bucket, key, version_id)
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in (404, 405):  # no such key or version; 405: the version is a delete marker
+            raise UnstageableObjectError(f"s3://{bucket}/{key} is gone (deleted since the event)") from error
+        raise
+    if obj.size == 0:
+        raise UnstageableObjectError(f"s3://{bucket}/{key} is empty: a model file has at least a pickle header")
+    return obj
+
+
+def _complete_publish(
+    store: ModelStore, settings: Settings, obj: ObjectInfo, name: str, version: str, log: dict[str, Any]
+) -> StageResult:
+    """The version is in versions/ already: a duplicate event, or the retry of a run killed before `current`
+    moved. In the second case `current` moves now (unless a newer upload or a rollback came since) and the
+    result is "published", so the warm-up goes out."""
+    publication = store.complete_publish(name, version)
+    if publication.switched and publication.is_current:
+        removed = store.prune(name, settings.keep_versions)
+        logger.info("finished an interrupted publish: current moved", extra={**log, "removed_versions": removed})
+        return StageResult(obj.bucket, obj.key, "published", name, version, obj.size)
+    logger.info("object version already published; nothing to do", extra={**log, "current": publication.current})
+    return StageResult(obj.bucket, obj.key, "already_published", name, version, obj.size)
 
 
 def _copy_and_publish(
@@ -148,6 +222,7 @@ def _copy_and_publish(
     version: str,
     options: StageOptions,
     log: dict[str, Any],
+    sequencer: str | None = None,
 ) -> StageResult:
     logger.info("staging started", extra=log)
     incoming = store.prepare_incoming(model_key.name, version)
@@ -199,8 +274,10 @@ def _copy_and_publish(
             version_id=obj.version_id,
             s3_checksum={"algorithm": verifier.algorithm, "value": verifier.expected} if verifier else None,
             details={**report.details(), **published.details},
+            last_modified=obj.last_modified.astimezone(UTC).isoformat(),
+            sequencer=sequencer,
         )
-        store.publish(manifest)
+        publication = store.publish(manifest)
     except (IntegrityError, StorageFullError, UnsafePickleError):
         store.discard_incoming(model_key.name, version)  # these bytes can never be published
         logger.exception("staging failed; the copy is removed and the current version is untouched", extra=log)
@@ -219,7 +296,20 @@ def _copy_and_publish(
         "staging published",
         extra={**log, "sha256": manifest.sha256, "seconds": round(result.seconds, 3), "removed_versions": removed},
     )
-    return StageResult(obj.bucket, obj.key, "published", model_key.name, version, obj.size, None, result.resumed_bytes)
+    return _publication_result(obj, publication, log, result.resumed_bytes)
+
+
+def _publication_result(
+    obj: ObjectInfo, publication: Publication, log: dict[str, Any], resumed_bytes: int | None
+) -> StageResult:
+    status = "published" if publication.is_current else "published_not_current"
+    if not publication.is_current:
+        logger.info(
+            "published an older upload, kept for rollback; current stays",
+            extra={**log, "current": publication.current, "reason": publication.reason},
+        )
+    name, version = log["model"], publication.version
+    return StageResult(obj.bucket, obj.key, status, name, version, obj.size, publication.reason, resumed_bytes)
 
 
 def _progress_reporter(log: dict[str, Any], also: ProgressCallback | None) -> ProgressCallback:
@@ -252,17 +342,40 @@ def stage_uri(uri: str, *, progress: ProgressCallback | None = None, settings: S
 
 Invoker = Callable[[dict[str, Any]], None]
 
+# The Lambda API answers an asynchronous Invoke (202) at once: short timeouts and three attempts in all
+# bound one invoke to ~42 s (backoff included), inside STAGE_CHECKPOINT_SECONDS (60), so a continuation
+# still goes out before the time limit. botocore's defaults (60 s connect, legacy retries) could spend
+# minutes on a subnet that cannot reach the API, and S3's retry would then copy again from the checkpoint.
+LAMBDA_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3})
 
-def lambda_invoker(function_name: str, lambda_client: Any | None = None) -> Invoker:
+
+class LambdaUnreachableError(StagingError):
+    """The Lambda API did not answer: the subnets have no route to it."""
+
+    code = "lambda_unreachable"
+
+
+def lambda_invoker(
+    function_name: str, lambda_client: Any | None = None, *, config: Config = LAMBDA_CLIENT_CONFIG
+) -> Invoker:
     """Invoke `function_name` asynchronously (InvocationType=Event) with a payload; the stage function
     calls itself this way, so its role needs lambda:InvokeFunction on itself. The client is created on
-    first use: most invocations never continue."""
+    first use: most invocations never continue. A Lambda API that cannot be reached fails within the
+    config's bounds with LambdaUnreachableError, naming the endpoint that is missing."""
     clients: list[Any] = [lambda_client] if lambda_client is not None else []
 
     def invoke(payload: dict[str, Any]) -> None:
         if not clients:
-            clients.append(boto3.client("lambda"))
-        clients[0].invoke(FunctionName=function_name, InvocationType="Event", Payload=json.dumps(payload).encode())
+            clients.append(boto3.client("lambda", config=config))
+        client = clients[0]
+        try:
+            client.invoke(FunctionName=function_name, InvocationType="Event", Payload=json.dumps(payload).encode())
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise LambdaUnreachableError(
+                f"cannot reach the Lambda API at {client.meta.endpoint_url} to invoke {function_name}: {exc}. "
+                "The stage function's subnets need a Lambda interface endpoint with private DNS "
+                "(CreateLambdaEndpoint=true) or a NAT gateway (docs/deploy.md)"
+            ) from exc
 
     return invoke
 
@@ -275,23 +388,28 @@ def stage_event(
     store: ModelStore,
     settings: Settings,
     invoke: Invoker,
-    records: list[tuple[str, str, str | None]],
+    records: list[S3Record] | list[tuple[str, str, str | None]],
 ) -> list[StageResult]:
-    """Stage each (bucket, key, version id) of an S3 event in turn, stopping `STAGE_CHECKPOINT_SECONDS`
+    """Stage each record of an S3 event in turn (one result per record), stopping `STAGE_CHECKPOINT_SECONDS`
     before the time limit. A checkpointed record and the ones after it go to a continuation: the same
     S3 event with only those records and a count, invoked asynchronously; after
-    `STAGE_MAX_CONTINUATIONS` continuations staging fails (its parts stay, a later event resumes)."""
+    `STAGE_MAX_CONTINUATIONS` continuations staging fails (its parts stay, a later event resumes).
+
+    Records are independent: only `ObjectCreated:*` ones are staged (others, such as deletes, are skipped
+    without a request to S3); one that fails for good (retryable=False) is skipped, one a retry may fix is
+    "failed" with its error, and the others go on. `raise_for_retry` turns failures into the exception S3
+    retries on."""
     count = int(event.get(CONTINUATION_KEY, {}).get("count", 0))
     margin_ms = settings.stage_checkpoint_seconds * 1000
     options = StageOptions(should_stop=lambda: context.get_remaining_time_in_millis() < margin_ms)
     results: list[StageResult] = []
-    for i, (bucket, key, version_id) in enumerate(records):
-        result = stage_object(client, store, settings, bucket, key, version_id, options)
+    for i, record in enumerate(S3Record(*r) for r in records):
+        result = _stage_record(client, store, settings, record, options)
         results.append(result)
         if result.status == "checkpointed":
             if count >= settings.stage_max_continuations:
                 raise StagingError(
-                    f"s3://{bucket}/{key} did not finish within {count + 1} invocations "
+                    f"s3://{record.bucket}/{record.key} did not finish within {count + 1} invocations "
                     f"(STAGE_MAX_CONTINUATIONS={settings.stage_max_continuations}); its parts are kept and "
                     "the next event for this object version resumes them"
                 )
@@ -300,3 +418,30 @@ def stage_event(
             logger.info("continuation invoked", extra={"count": count + 1, "records": len(remaining)})
             break
     return results
+
+
+def _stage_record(
+    client: Any, store: ModelStore, settings: Settings, record: S3Record, options: StageOptions
+) -> StageResult:
+    if not record.creates_object:
+        return skip_record(record.bucket, record.key, f"{record.event_name} is not an ObjectCreated event")
+    try:
+        return stage_object(
+            client, store, settings, record.bucket, record.key, record.version_id, options, record.sequencer
+        )
+    except BigPickleError as error:
+        if not error.retryable:
+            return skip_record(record.bucket, record.key, error.message)
+        failure: Exception = error
+    except Exception as error:  # botocore, OS errors: transient until shown otherwise
+        failure = error
+    logger.exception("staging failed; S3 retries the event", extra={"bucket": record.bucket, "key": record.key})
+    return StageResult(record.bucket, record.key, "failed", reason=str(failure), error=failure)
+
+
+def raise_for_retry(results: list[StageResult]) -> None:
+    """Raise the first failure a retry may fix, so the invocation fails and S3 retries the event (records
+    staged meanwhile are no-ops the second time)."""
+    for result in results:
+        if result.error is not None:
+            raise result.error

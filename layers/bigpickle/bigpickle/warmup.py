@@ -2,7 +2,9 @@
 warm-up event (events/warmup.json) and loads the model then, so the first user request does not pay
 for the load (and cannot run into API Gateway's 30 s timeout).
 
-One asynchronous invoke warms one execution environment; provisioned concurrency warms the others.
+A warm-up is the invocation that can wait: it lends the load its whole remaining time (the function's
+timeout, not API Gateway's 30 s). One asynchronous invoke warms one execution environment; provisioned
+instances load MODEL_NAME while they initialise (`preload`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from bigpickle.loading import ModelRegistry
 from bigpickle.observability import logger
 
 SOURCE = "bigpickle.warmup"
+# AWS_LAMBDA_INITIALIZATION_TYPE of an instance provisioned concurrency starts ahead of traffic; its init
+# is not held to the 10 s an on-demand init gets (Lambda's "execution environment lifecycle").
+PROVISIONED_CONCURRENCY = "provisioned-concurrency"
 
 
 def warmup_event(model: str, version: str | None = None) -> dict[str, Any]:
@@ -40,7 +45,7 @@ def request_warmups(invoke: Callable[[dict[str, Any]], None], results: Iterable[
             continue
         try:
             invoke(warmup_event(result.model, result.version))
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, BigPickleError) as exc:  # BigPickleError: the API is unreachable
             logger.warning(
                 "warm-up invoke failed; the first request will load the model",
                 extra={"model": result.model, "error": str(exc)},
@@ -52,11 +57,16 @@ def request_warmups(invoke: Callable[[dict[str, Any]], None], results: Iterable[
 
 
 def handle_warmup(event: dict[str, Any], registry: ModelRegistry, default_model: str = "") -> dict[str, Any]:
-    """Load the event's model (its current version) and wait for it: an async invoke has the full timeout."""
+    """Load the event's model (its current version) and wait for it as long as the invocation lasts. A load
+    that outlasts it is "loading": the next warm-up or request in this environment carries it on."""
     name = (event.get("detail") or {}).get("model") or default_model
     try:
         loaded = registry.get(name, until_loaded=True)
     except BigPickleError as exc:
+        state, version = registry.state(name)
+        if state == "loading":
+            logger.info("warm-up ran out of time; the load goes on with the next invocation", extra={"model": name})
+            return {"status": "loading", "model": name, "version": version}
         logger.warning("warm-up could not load the model", extra={"model": name, "error": exc.message})
         return {"status": "failed", "model": name, "error": {"code": exc.code, "message": exc.message}}
     return {
@@ -65,3 +75,14 @@ def handle_warmup(event: dict[str, Any], registry: ModelRegistry, default_model:
         "version": loaded.manifest.version,
         "load_seconds": round(loaded.load_seconds, 3),
     }
+
+
+def preload(registry: ModelRegistry, model_name: str, initialization_type: str) -> dict[str, Any] | None:
+    """During init of a provisioned-concurrency instance, load MODEL_NAME before any traffic arrives (the
+    one warm-up staging sends reaches only one instance). On-demand inits skip it: their 10 s would not hold
+    a multi-GB load, and a failed init is retried inside the first invocation."""
+    if initialization_type != PROVISIONED_CONCURRENCY or not model_name:
+        return None
+    answer = handle_warmup(warmup_event(model_name), registry, model_name)
+    logger.info("provisioned instance preloaded its model", extra=answer)
+    return answer

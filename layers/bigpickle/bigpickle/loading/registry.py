@@ -1,8 +1,12 @@
 """The models this container holds: each loaded once, swapped when its pointer moves, evicted LRU by memory.
 
-A load runs on its own thread so an HTTP request can stop waiting before API Gateway's 30 s timeout and
-answer 503 + Retry-After while the load goes on (a warm-up invoke waits for it instead). While a new
-version loads, the previous one keeps answering if memory allowed keeping both.
+A load runs on its own thread, but on Lambda that thread runs only while an invocation does: once the
+handler returns, Lambda freezes the execution environment until the next invocation. So every invocation
+that needs a loading model lends it time: an HTTP request waits up to `REQUEST_WAIT_SECONDS` (inside API
+Gateway's 30 s) and the invocation's remaining time, then answers 503 + Retry-After: 1 ("retry now: your
+retry carries the load on"); a warm-up waits its whole remaining time. While a new version loads, the
+previous one keeps answering if memory allowed keeping both, and every request lends the new version's load
+`SWAP_WAIT_SECONDS` first. docs/loading.md "Loads and the Lambda freeze" has the numbers.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +37,12 @@ from bigpickle.safety.allowlist import Allowlist
 from bigpickle.store import Manifest, ModelStore, validate_model_name
 from bigpickle.units import MiB
 
-REQUEST_WAIT_SECONDS = 20.0  # an HTTP request waits this long for a load; HTTP API gives up at 30 s
-SWAP_WAIT_SECONDS = 1.0  # the request that notices a new version waits this long before the old one answers
-ASSUMED_LOAD_RATE = 200 * MiB  # bytes per second, only to suggest a Retry-After
-MAX_RETRY_AFTER_SECONDS = 30
+REQUEST_WAIT_SECONDS = 25.0  # an HTTP request lends a load this long; HTTP API gives up at 30 s
+SWAP_WAIT_SECONDS = 1.0  # each request lends a new version's load this long, then the old version answers
+ANSWER_MARGIN_SECONDS = 2.0  # kept from an invocation's remaining time to answer after a wait
+ASSUMED_LOAD_RATE = 200 * MiB  # bytes per second, only to tell a client how long a load may take
+# A load moves on only while an invocation runs here, so the retry itself is what finishes it: retry at once.
+RETRY_AFTER_SECONDS = 1
 
 # (path, fmt, *, mmap, sha256, allowlist, layout) -> model; loading.load_model_file unless a test injects one
 Loader = Callable[..., Any]
@@ -55,8 +62,8 @@ class LoadedModel:
 class _Pending:
     version: str
     cost: LoadCost
-    started: float
     future: Future[LoadedModel]
+    lent: float = 0.0  # seconds invocations have waited on this load: its progress, whatever the freezes
 
 
 @dataclass
@@ -82,7 +89,9 @@ class ModelRegistry:
         budget: MemoryBudget | None = None,
         allowlist: Allowlist | None = None,
         request_wait_seconds: float = REQUEST_WAIT_SECONDS,
+        swap_wait_seconds: float = SWAP_WAIT_SECONDS,
         loader: Loader = load_model_file,
+        on_loaded: Callable[[LoadedModel], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -92,10 +101,13 @@ class ModelRegistry:
         self.budget = budget or MemoryBudget(limit=None, baseline=process_rss())
         self.allowlist = allowlist  # None: the loader reads PICKLE_ALLOWLIST_EXTRA itself
         self.request_wait_seconds = request_wait_seconds
-        self._loader = loader
+        self.swap_wait_seconds = swap_wait_seconds
+        self.loader = loader
+        self._on_loaded = on_loaded or record_load  # metrics, log, heap freeze, before the model is handed out
         self._clock = clock
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self._invocation = threading.local()  # .remaining: seconds left in the current invocation
 
     @classmethod
     def from_settings(cls, settings: Settings, **seams: Any) -> ModelRegistry:
@@ -111,11 +123,25 @@ class ModelRegistry:
 
     # -- serving --
 
+    @contextmanager
+    def invocation(self, remaining_seconds: Callable[[], float]) -> Iterator[None]:
+        """Bound every wait inside the block by the invocation's remaining time (less a margin to answer):
+        a wait that ran into Lambda's timeout would lose the environment and the load with it."""
+        self._invocation.remaining = remaining_seconds
+        try:
+            yield
+        finally:
+            del self._invocation.remaining
+
+    def _invocation_budget(self) -> float | None:
+        remaining = getattr(self._invocation, "remaining", None)
+        return None if remaining is None else max(0.0, remaining() - ANSWER_MARGIN_SECONDS)
+
     def get(self, name: str, *, until_loaded: bool = False) -> LoadedModel:
-        """The current version of `name`, loading it if needed. Waits for a load at most the request wait
-        (or `until_loaded`: as long as it takes), then answers with the previous version or 503 + Retry-After."""
+        """The current version of `name`, loading it if needed. A request lends a load at most the request
+        wait (a new version's load `SWAP_WAIT_SECONDS`, then the previous version answers) and answers 503 +
+        Retry-After; `until_loaded` (a warm-up) waits as long as the invocation lasts."""
         validate_model_name(name)
-        wait = None if until_loaded else self.request_wait_seconds
         now = self._clock()
         with self._lock:
             slot = self._slots.get(name)
@@ -135,24 +161,35 @@ class ModelRegistry:
             if slot.failed and slot.failed[0] == version and not refreshed:
                 raise slot.failed[1]
             slot.failed = None
-            started_now = slot.pending is None
-            if started_now:
-                slot.pending = self._start(name, version, slot, now)
+            if slot.pending is None:
+                slot.pending = self._start(name, version, slot)
             pending, previous = slot.pending, slot.loaded
-        if previous is not None and wait is not None:
-            wait = min(wait, SWAP_WAIT_SECONDS) if started_now else 0
+        wait = self._wait_for(until_loaded=until_loaded, swapping=previous is not None)
+        started = time.monotonic()
         try:
             return pending.future.result(timeout=wait)
         except TimeoutError:
-            if previous is not None:
-                return previous
-            elapsed = self._clock() - pending.started
-            retry = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(pending.cost.bytes / ASSUMED_LOAD_RATE - elapsed)))
-            raise ModelNotReadyError(
-                f"model {name!r} version {pending.version!r} is loading ({mib(pending.cost.bytes)} MiB, "
-                f"{elapsed:.0f} s so far); retry in {retry} s",
-                retry_after_seconds=retry,
-            ) from None
+            pass
+        finally:
+            with self._lock:
+                pending.lent += time.monotonic() - started
+        if previous is not None and not until_loaded:
+            return previous
+        left = max(0.0, pending.cost.bytes / ASSUMED_LOAD_RATE - pending.lent)
+        raise ModelNotReadyError(
+            f"model {name!r} version {pending.version!r} is loading ({mib(pending.cost.bytes)} MiB, "
+            f"{pending.lent:.0f} s of loading so far, about {left:.0f} s to go at {mib(ASSUMED_LOAD_RATE)} MiB/s); "
+            "it loads while requests wait for it: retry now",
+            retry_after_seconds=RETRY_AFTER_SECONDS,
+        )
+
+    def _wait_for(self, *, until_loaded: bool, swapping: bool) -> float | None:
+        """How long this invocation lends a load (None: until it is done, outside Lambda's deadlines)."""
+        budget = self._invocation_budget()
+        if until_loaded:
+            return budget
+        wait = self.swap_wait_seconds if swapping else self.request_wait_seconds
+        return wait if budget is None else min(wait, budget)
 
     def state(self, name: str) -> tuple[str, str | None]:
         """("ready" | "loading" | "not_loaded", version) without loading or reading anything."""
@@ -189,7 +226,7 @@ class ModelRegistry:
             for s in self._slots.values()
         )
 
-    def _start(self, name: str, version: str, slot: _Slot, now: float) -> _Pending:
+    def _start(self, name: str, version: str, slot: _Slot) -> _Pending:
         manifest = self.store.read_manifest(name, version)
         check_versions(manifest, self.version_check)
         path = self.store.model_path(manifest)
@@ -211,7 +248,7 @@ class ModelRegistry:
             target=self._load, args=(slot, manifest, path, cost, future), name=f"load-{name}", daemon=True
         )
         thread.start()
-        return _Pending(version, cost, now, future)
+        return _Pending(version, cost, future)
 
     def _make_room(self, name: str, version: str, need: int) -> None:
         """Evict loaded models (this model's old version first, then least recently used) until `need` fits."""
@@ -236,45 +273,72 @@ class ModelRegistry:
                 del self._slots[victim]
         heap.collect_released()
 
-    @tracer.capture_method
     def _load(self, slot: _Slot, manifest: Manifest, path: Path, cost: LoadCost, future: Future[LoadedModel]) -> None:
-        log = {"model": manifest.name, "version": manifest.version, "bytes": manifest.bytes, "mmap": self.mmap}
-        logger.info("loading model", extra={**log, "expected_memory_bytes": cost.bytes, "protocol": cost.protocol})
-        rss_before, started = process_rss(), time.perf_counter()
+        """The load thread. Resolves `future` and clears `slot.pending` whatever fails: a request waiting on it
+        must never wait on a load that has ended."""
         try:
-            model = self._loader(
-                path,
-                manifest.format,
-                mmap=self.mmap,
-                sha256=manifest.sha256,
-                allowlist=self.allowlist,
-                layout=manifest.details.get("layout"),  # a published layout's own digests (loading/formats.py)
-            )
+            loaded = self._read(manifest, path, cost)
         except BaseException as exc:
-            logger.exception(
-                f"model {manifest.name!r} version {manifest.version!r} failed to load; re-stage it or roll back",
-                extra=log,
-            )
-            error = exc
-            if not isinstance(exc, BigPickleError):
-                error = ModelLoadError(
-                    f"model {manifest.name!r} version {manifest.version!r} could not be loaded: "
-                    f"{type(exc).__name__}: {exc}"
-                )
-                error.__cause__ = exc
+            error = _load_error(manifest, exc)
             with self._lock:
                 slot.pending, slot.failed = None, (manifest.version, error)
             future.set_exception(error)
+            logger.exception(
+                f"model {manifest.name!r} version {manifest.version!r} failed to load; re-stage it or roll back",
+                extra={"model": manifest.name, "version": manifest.version, "error": error.message},
+            )
             return
+        try:
+            self._on_loaded(loaded)
+        except Exception:
+            logger.exception("bookkeeping after a load failed; the model serves", extra={"model": manifest.name})
+        finally:
+            with self._lock:
+                slot.loaded, slot.pending = loaded, None
+            future.set_result(loaded)
+
+    @tracer.capture_method
+    def _read(self, manifest: Manifest, path: Path, cost: LoadCost) -> LoadedModel:
+        log = {"model": manifest.name, "version": manifest.version, "bytes": manifest.bytes, "mmap": self.mmap}
+        logger.info("loading model", extra={**log, "expected_memory_bytes": cost.bytes, "protocol": cost.protocol})
+        rss_before, started = process_rss(), time.perf_counter()
+        model = self.loader(
+            path,
+            manifest.format,
+            mmap=self.mmap,
+            sha256=manifest.sha256,
+            allowlist=self.allowlist,
+            layout=manifest.details.get("layout"),  # a published layout's own digests (loading/formats.py)
+        )
         seconds = time.perf_counter() - started
-        loaded = LoadedModel(manifest, model, seconds, cost, self.mmap, process_rss() - rss_before)
-        metrics.add_metric(name="ModelLoadSeconds", unit=MetricUnit.Seconds, value=seconds)
-        metrics.add_metric(name="ModelBytes", unit=MetricUnit.Bytes, value=manifest.bytes)
-        logger.info("model loaded", extra={**log, "seconds": round(seconds, 3), "rss_growth_bytes": loaded.rss_growth})
-        with self._lock:
-            slot.loaded, slot.pending = loaded, None
-        heap.freeze_survivors()
-        future.set_result(loaded)
+        return LoadedModel(manifest, model, seconds, cost, self.mmap, process_rss() - rss_before)
+
+
+def record_load(loaded: LoadedModel) -> None:
+    """After a load, before the model is handed out: metrics, a log line, the heap frozen around the model."""
+    manifest = loaded.manifest
+    metrics.add_metric(name="ModelLoadSeconds", unit=MetricUnit.Seconds, value=loaded.load_seconds)
+    metrics.add_metric(name="ModelBytes", unit=MetricUnit.Bytes, value=manifest.bytes)
+    logger.info(
+        "model loaded",
+        extra={
+            "model": manifest.name,
+            "version": manifest.version,
+            "seconds": round(loaded.load_seconds, 3),
+            "rss_growth_bytes": loaded.rss_growth,
+        },
+    )
+    heap.freeze_survivors()
+
+
+def _load_error(manifest: Manifest, exc: BaseException) -> BigPickleError:
+    if isinstance(exc, BigPickleError):
+        return exc
+    error = ModelLoadError(
+        f"model {manifest.name!r} version {manifest.version!r} could not be loaded: {type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _state_of(slot: _Slot | None) -> tuple[str, str | None]:

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     def predict(name: str) -> dict[str, Any]:
         event = app.current_event
-        raw = body_bytes(event.body, event.is_base64_encoded)
+        raw = body_bytes(event.body, event.is_base64_encoded, event.get_header_value("content-encoding"))
         body = validator.parse(raw)
         loaded = registry.get(name)
         request = parse_predict_request(body, loaded.model)

@@ -30,7 +30,7 @@ import orjson
 import simdjson
 
 from bigpickle.config import Settings
-from bigpickle.errors import BadRequestError, LimitExceededError, PayloadTooLargeError
+from bigpickle.errors import BadRequestError, LimitExceededError, PayloadTooLargeError, UnsupportedMediaTypeError
 from bigpickle.units import KiB
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.json")
@@ -59,8 +59,14 @@ class PredictRequest:
     probabilities: bool
 
 
-def body_bytes(body: str | None, is_base64_encoded: bool) -> bytes:
-    """The raw request body; API Gateway base64-encodes bodies it does not treat as text."""
+def body_bytes(body: str | None, is_base64_encoded: bool, content_encoding: str | None = None) -> bytes:
+    """The raw request body; API Gateway base64-encodes bodies it does not treat as text. Compressed bodies
+    are refused (415), not decoded: a small compressed body could expand past MAX_BODY_BYTES in memory."""
+    if content_encoding and content_encoding.strip().lower() != "identity":
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {content_encoding!r} is not supported: send the JSON body uncompressed "
+            "(no Content-Encoding header)"
+        )
     if not body:
         return b""
     if not is_base64_encoded:
@@ -138,7 +144,9 @@ class RequestValidator:
         if parsed is not None:
             self._check_limits(*parsed.instances.shape)
             return parsed
-        return self._check(_loads(body), body)
+        payload = _loads(body)
+        _refuse_repeated_keys(body)
+        return self._check(payload, body)
 
     def _check(self, payload: Any, body: bytes) -> PredictBody:
         if not isinstance(payload, dict) or "instances" not in payload:
@@ -190,6 +198,25 @@ class RequestValidator:
 
 
 _ENVELOPE_KEYS = frozenset({"instances", "probabilities"})
+
+
+class _Members(list):  # type: ignore[type-arg]
+    """A JSON object's (key, value) pairs in order, repeats kept."""
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    """400 when the body's object repeats a key, as the fast path refuses it (JSON parsers let the last one
+    win). Only bodies that spell a key twice, or escape characters, are parsed a second time."""
+    if body.count(b'"instances"') < 2 and body.count(b'"probabilities"') < 2 and b"\\u" not in body:
+        return
+    try:
+        members = json.loads(body, object_pairs_hook=_Members)
+    except (ValueError, RecursionError):  # nested deeper than json allows: orjson has accepted it
+        return
+    keys = [key for key, _ in members] if isinstance(members, _Members) else []
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise BadRequestError(f"request body repeats the key {repeated[0]!r}; send each key once")
 
 
 def _numbers_only(body: bytes) -> PredictBody | None:
