@@ -144,6 +144,21 @@ def hostile_pickles(marker: Path) -> dict[str, bytes]:
             "sklearn.utils._testing", "assert_run_python_script_without_output", py
         ),
         "sklearn.externals array_api_compat import": call("sklearn.utils._array_api", "get_namespace", 1),
+        # pandas: readers, eval and query run code or read files; only indexes and dtypes are allowlisted
+        "pandas.read_pickle": call("pandas", "read_pickle", str(marker)),
+        "pandas.io.pickle.read_pickle (pandas 2 path)": call("pandas.io.pickle", "read_pickle", str(marker)),
+        "pandas.eval": call("pandas", "eval", py),
+        "pandas.DataFrame.query (dotted name)": call("pandas", "DataFrame.query", py),
+        "pandas.read_csv": call("pandas", "read_csv", str(marker)),
+        "pandas.core.computation.eval.eval": call("pandas.core.computation.eval", "eval", py),
+        "pandas.Series (data, not an index or dtype)": call("pandas", "Series", [1.0]),
+        # functools.partial is allowlisted; what it wraps is checked like any global
+        "functools.partial(os.system)": b"\x80\x04"
+        + _global("functools", "partial", 4)
+        + b"("  # MARK: partial's arguments (os.system, touch)
+        + _global("os", "system", 4)
+        + _text_op(touch)
+        + b"tR.",
     }
     corpus.update(_protocol_tricks(touch))
     return corpus

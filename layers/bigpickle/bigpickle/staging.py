@@ -40,6 +40,7 @@ from bigpickle.errors import (
 )
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
+from bigpickle.safety.trial import fits_in, trial_load
 from bigpickle.safety.uploads import finish_upload, upload_sink
 from bigpickle.store import Manifest, ModelStore, Publication, model_format, validate_model_name
 from bigpickle.transfer import (
@@ -260,6 +261,8 @@ def _copy_and_publish(
                 extra={**log, "forbidden_globals": sorted(report.forbidden), "problems": report.problems[:20]},
             )
             report.raise_if_unsafe()
+        if fits_in(obj.size, settings.function_memory_bytes):
+            trial_load(incoming / published.file, published.format, allowlist)
         manifest = Manifest(
             name=model_key.name,
             version=version,

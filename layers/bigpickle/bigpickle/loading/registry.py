@@ -32,6 +32,7 @@ from bigpickle.loading import heap
 from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mib, process_rss
 from bigpickle.loading.compat import check_versions
 from bigpickle.loading.formats import load_model_file
+from bigpickle.loading.quarantine import guarded, guarded_load_model_file
 from bigpickle.observability import MetricUnit, logger, metrics, tracer
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.store import Manifest, ModelStore, validate_model_name
@@ -90,7 +91,7 @@ class ModelRegistry:
         allowlist: Allowlist | None = None,
         request_wait_seconds: float = REQUEST_WAIT_SECONDS,
         swap_wait_seconds: float = SWAP_WAIT_SECONDS,
-        loader: Loader = load_model_file,
+        loader: Loader = guarded_load_model_file,
         on_loaded: Callable[[LoadedModel], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -118,7 +119,7 @@ class ModelRegistry:
             version_check=settings.model_version_check,
             budget=MemoryBudget(limit=settings.function_memory_bytes, baseline=process_rss()),
             allowlist=Allowlist(settings.pickle_allowlist_extra),
-            **{"loader": functools.partial(load_model_file, verify=settings.model_verify), **seams},
+            **{"loader": guarded(functools.partial(load_model_file, verify=settings.model_verify)), **seams},
         )
 
     # -- serving --

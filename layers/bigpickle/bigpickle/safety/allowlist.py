@@ -25,6 +25,9 @@ _NUMPY_CORE = {
 _NUMPY = {
     **{f"numpy.{core}.{mod}": names for core in ("core", "_core") for mod, names in _NUMPY_CORE.items()},
     "numpy": ("dtype",),
+    # masked arrays: GridSearchCV's cv_results_ (parameter columns)
+    "numpy.ma.core": ("MaskedArray", "_mareconstruct"),
+    "numpy.ma": ("MaskedArray",),
     "numpy.random._pickle": ("__bit_generator_ctor", "__generator_ctor", "__randomstate_ctor"),
     "numpy.random.mtrand": ("RandomState",),
     "numpy.random._generator": ("Generator",),
@@ -44,23 +47,88 @@ _NUMPY_DTYPE_CLASSES = tuple(f"{kind}DType" for kind in ("Float64", "Float32", "
     "Int8", "UInt64", "UInt32", "UInt16", "UInt8", "Bool", "Object", "Str", "Bytes", "Void"))  # fmt: skip
 _NUMPY_UFUNCS = ("log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "square", "absolute", "sign", "tanh",
     "arcsinh")  # fmt: skip
-_REFERENCE_ONLY_TABLE = {
+# numpy's reductions a FeatureAgglomeration pools with, and the math a FunctionTransformer applies.
+_NUMPY_FUNCTIONS = ("mean", "median", "max", "min", "amax", "amin", "sum")
+_REFERENCE_ONLY_FUNCTIONS = {
+    "numpy": (*_NUMPY_UFUNCS, *_NUMPY_FUNCTIONS),
+    # univariate score functions (SelectKBest and co.): statistics of the training data, called at fit
+    "sklearn.feature_selection._univariate_selection": ("f_classif", "f_regression", "chi2", "r_regression"),
+    "sklearn.feature_selection._mutual_info": ("mutual_info_classif", "mutual_info_regression"),
+    # the metrics behind scoring strings a fitted search or threshold tuner keeps in its scorer
+    "sklearn.metrics._classification": (
+        "accuracy_score",
+        "balanced_accuracy_score",
+        "f1_score",
+        "fbeta_score",
+        "precision_score",
+        "recall_score",
+        "log_loss",
+        "matthews_corrcoef",
+    ),
+    "sklearn.metrics._ranking": ("roc_auc_score", "average_precision_score"),
+    "sklearn.metrics._regression": (
+        "r2_score",
+        "mean_squared_error",
+        "mean_absolute_error",
+        "explained_variance_score",
+    ),
+    # BisectingKMeans keeps the single-run k-means it fitted with
+    "sklearn.cluster._kmeans": ("_kmeans_single_lloyd", "_kmeans_single_elkan"),
+    # scipy's BSpline (SplineTransformer) keeps its array namespace's asarray
+    "scipy._lib.array_api_compat.numpy._aliases": ("asarray",),
+    # HistGradientBoosting*(categorical_features="from_dtype") keeps functools.partial(check_array, ...)
+    "sklearn.utils.validation": ("check_array",),
+}
+_REFERENCE_ONLY_TYPES = {
     # ndarray is the subtype argument of `_reconstruct`; calling it allocates whatever shape it is given
-    "numpy": ("ndarray", *_NUMPY_SCALAR_TYPES, *_NUMPY_UFUNCS),
+    "numpy": ("ndarray", *_NUMPY_SCALAR_TYPES),
     "numpy.dtypes": _NUMPY_DTYPE_CLASSES,
+    # pandas' missing-value singleton (SimpleImputer(missing_values=pd.NA)): pandas 3 and pandas 2 spellings
+    "pandas": ("NA",),
+    "pandas._libs.missing": ("NA",),
 }
 
 # Containers and helpers the pickle protocol itself uses. `_codecs.encode` is how protocol 2 stores bytes.
 _PYTHON = {
     "builtins": ("slice", "set", "frozenset", "bytes", "bytearray", "complex", "object", "range"),
     "copyreg": ("_reconstructor", "__newobj__"),
+    # calling partial(f) only wraps f; the audit (safety.audit) checks f is a REFERENCE_ONLY function
+    "functools": ("partial",),
     "collections": ("OrderedDict", "defaultdict"),
     "_codecs": ("encode",),
 }
 
 _SCIPY = {
-    f"scipy.sparse._{kind}": (f"{kind}_matrix", f"{kind}_array")
-    for kind in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
+    **{
+        f"scipy.sparse._{kind}": (f"{kind}_matrix", f"{kind}_array")
+        for kind in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
+    },
+    "scipy.interpolate._bsplines": ("BSpline",),  # SplineTransformer's splines
+}
+
+# pandas objects a pipeline fitted on a DataFrame may keep (column selections, categories, missing-value
+# markers): indexes and dtypes only, under pandas 3 (`pandas.*`) and pandas 2 (defining module) names.
+# Series, DataFrame, Categorical and their block managers are refused on purpose (docs/security.md).
+_PANDAS_DATA = {
+    "Index": "pandas.core.indexes.base",
+    "RangeIndex": "pandas.core.indexes.range",
+    "MultiIndex": "pandas.core.indexes.multi",
+    "CategoricalDtype": "pandas.core.dtypes.dtypes",
+    "StringDtype": "pandas.core.arrays.string_",
+    "BooleanDtype": "pandas.core.arrays.boolean",
+    **dict.fromkeys(("Float32Dtype", "Float64Dtype"), "pandas.core.arrays.floating"),
+    **dict.fromkeys(
+        (f"{sign}Int{bits}Dtype" for sign in ("", "U") for bits in (8, 16, 32, 64)), "pandas.core.arrays.integer"
+    ),
+}
+_PANDAS = {
+    "pandas": tuple(_PANDAS_DATA),
+    **{module: tuple(n for n, m in _PANDAS_DATA.items() if m == module) for module in set(_PANDAS_DATA.values())},
+    "pandas.core.indexes.base": ("Index", "_new_Index"),
+    # an Index of strings is backed by a StringArray, rebuilt by Cython's generated unpickler
+    "pandas.arrays": ("StringArray",),
+    "pandas.core.arrays.string_": ("StringArray", "StringDtype"),
+    "pandas._libs.arrays": ("__pyx_unpickle_NDArrayBacked",),
 }
 
 # Objects estimators keep in their fitted state (trees, losses, binners, distance metrics, optimizers).
@@ -116,6 +184,37 @@ _SKLEARN_STATE = {
     "sklearn.ensemble._hist_gradient_boosting.predictor": ("TreePredictor",),
     "sklearn.neural_network._stochastic_optimizers": ("AdamOptimizer", "SGDOptimizer"),
     "sklearn.utils._bunch": ("Bunch",),
+    "sklearn.linear_model._sgd_fast": (
+        "Hinge",
+        "SquaredHinge",
+        "ModifiedHuber",
+        "EpsilonInsensitive",
+        "SquaredEpsilonInsensitive",
+    ),
+    "sklearn.gaussian_process.kernels": (
+        "Hyperparameter",
+        "CompoundKernel",
+        "Sum",
+        "Product",
+        "Exponentiation",
+        "ConstantKernel",
+        "WhiteKernel",
+        "RBF",
+        "Matern",
+        "RationalQuadratic",
+        "ExpSineSquared",
+        "DotProduct",
+        "PairwiseKernel",
+    ),
+    "sklearn.gaussian_process._gpc": ("_BinaryGaussianProcessClassifierLaplace",),
+    "sklearn.calibration": ("_CalibratedClassifier", "_SigmoidCalibration", "_TemperatureScaling"),
+    "sklearn.cluster._birch": ("_CFNode", "_CFSubcluster"),
+    "sklearn.cluster._bisect_k_means": ("_BisectingTree",),
+    # what a fitted search keeps: its default scorer and the splitter it checked cv into
+    "sklearn.metrics._scorer": ("_PassthroughScorer", "_Scorer", "_CurveScorer"),
+    "sklearn.utils._metadata_requests": ("MetadataRequest", "MethodMetadataRequest"),
+    "sklearn.multiclass": ("_ConstantPredictor",),
+    "sklearn.model_selection._split": ("KFold", "StratifiedKFold"),
     "sklearn.compose._column_transformer": ("make_column_selector",),
 }
 
@@ -447,14 +546,50 @@ def _pairs(table: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:
 
 
 # May be referenced, never called while unpickling (see `Allowlist.may_call`).
-REFERENCE_ONLY: frozenset[tuple[str, str]] = frozenset(_pairs(_REFERENCE_ONLY_TABLE))
+REFERENCE_ONLY_FUNCTIONS: frozenset[tuple[str, str]] = frozenset(_pairs(_REFERENCE_ONLY_FUNCTIONS))
+REFERENCE_ONLY: frozenset[tuple[str, str]] = REFERENCE_ONLY_FUNCTIONS | _pairs(_REFERENCE_ONLY_TYPES)
 
 # Classes and reconstructors: what REDUCE, NEWOBJ, OBJ and INST may call.
 RECONSTRUCTORS: frozenset[tuple[str, str]] = frozenset(
-    _pairs(_NUMPY) | _pairs(_PYTHON) | _pairs(_SCIPY) | _pairs(_SKLEARN_STATE) | _pairs(_SKLEARN_ESTIMATORS)
+    _pairs(_NUMPY)
+    | _pairs(_PYTHON)
+    | _pairs(_SCIPY)
+    | _pairs(_PANDAS)
+    | _pairs(_SKLEARN_STATE)
+    | _pairs(_SKLEARN_ESTIMATORS)
 )
 
 BASE: frozenset[tuple[str, str]] = RECONSTRUCTORS | REFERENCE_ONLY
+
+
+# Reconstructors that instantiate the class passed as their first argument (cls.__new__ without __init__'s
+# checks): that class must be one of these, None meaning any class `may_call` allows. Passing a reference-only
+# type instead (`_new_Index(numpy.ndarray, {"shape": ...})`) would be a call in disguise.
+_INDEX_CLASSES = frozenset(
+    (module, name)
+    for module, names in _PANDAS.items()
+    for name in names
+    if name.endswith("Index") and not name.startswith("_")
+)
+_BIT_GENERATORS = frozenset(
+    (module, name)
+    for module, names in _NUMPY.items()
+    if module.startswith("numpy.random._") and module != "numpy.random._pickle"
+    for name in names
+    if name not in ("RandomState", "Generator")
+)
+CLASS_ARGUMENT: dict[tuple[str, str], frozenset[tuple[str, str]] | None] = {
+    ("copyreg", "__newobj__"): None,
+    ("copyreg", "_reconstructor"): None,
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): frozenset({("numpy", "ndarray")}) for core in ("core", "_core")},
+    ("pandas.core.indexes.base", "_new_Index"): _INDEX_CLASSES,
+    ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"): frozenset(
+        {("pandas.arrays", "StringArray"), ("pandas.core.arrays.string_", "StringArray")}
+    ),
+    ("numpy.random._pickle", "__bit_generator_ctor"): _BIT_GENERATORS,
+    ("numpy.ma.core", "_mareconstruct"): frozenset({("numpy.ma.core", "MaskedArray"), ("numpy.ma", "MaskedArray")}),
+    **{(module, "newObj"): None for module, names in _SKLEARN_STATE.items() if "newObj" in names},
+}
 
 
 def parse_extra(raw: str) -> frozenset[tuple[str, str]]:
@@ -491,6 +626,18 @@ class Allowlist:
         """
         pair = canonical(module, name)
         return self.allows(*pair) and pair not in REFERENCE_ONLY
+
+    def may_instantiate(self, reconstructor: tuple[str, str], cls: tuple[str, str]) -> bool:
+        """May `reconstructor` (a CLASS_ARGUMENT key) be given `cls` as the class it instantiates?"""
+        allowed = CLASS_ARGUMENT.get(canonical(*reconstructor), frozenset())
+        pair = canonical(*cls)
+        return self.may_call(*pair) if allowed is None else pair in allowed
+
+    def may_wrap(self, module: str, name: str) -> bool:
+        """May `functools.partial` wrap this global? Only a function a model may keep (REFERENCE_ONLY_FUNCTIONS,
+        or an operator's PICKLE_ALLOWLIST_EXTRA entry): calling the partial at predict time calls nothing else."""
+        pair = canonical(module, name)
+        return pair in REFERENCE_ONLY_FUNCTIONS or pair in self.extra
 
     def for_format(self, fmt: str) -> Allowlist:
         return Allowlist(self.extra, joblib=fmt == "joblib")

@@ -19,6 +19,7 @@ from typing import Any
 from bigpickle.config import Settings
 from bigpickle.errors import UnsafePickleError
 from bigpickle.safety.allowlist import Allowlist, canonical
+from bigpickle.safety.audit import audit_model
 from bigpickle.safety.hashing import HashingReader, check_sha256, hash_file
 from bigpickle.safety.scanner import PickleScanner
 
@@ -111,7 +112,7 @@ def load_verified(
         check_sha256(path, sha256, hash_file(path, [scanner]))
         scanner.verdict()
         with open(path, "rb") as f:
-            return _load_stream(path, f, fmt, allowlist, mmap, buffers)
+            return audit_model(_load_stream(path, f, fmt, allowlist, mmap, buffers), allowlist)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         reader = HashingReader(f, [digest, scanner])
@@ -119,4 +120,4 @@ def load_verified(
         reader.drain()
     scanner.verdict()
     check_sha256(path, sha256, digest.hexdigest())
-    return model
+    return audit_model(model, allowlist)
