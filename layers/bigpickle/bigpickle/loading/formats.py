@@ -29,6 +29,7 @@ import numpy as np
 
 from bigpickle.errors import ModelIntegrityError, ModelLoadError, ModelNotReadyError
 from bigpickle.safety.allowlist import Allowlist
+from bigpickle.safety.audit import audit_model
 from bigpickle.safety.hashing import READ_SIZE, HashingReader, check_sha256, hash_file
 from bigpickle.safety.layout import (
     BIGPICKLE,
@@ -158,7 +159,7 @@ def load_bigpickle(
         check_against_scan(layout, report.stream_bytes, report.oob_buffers)
     except LayoutError as exc:
         raise _damaged(path, str(exc)) from None
-    return model
+    return audit_model(model, allowlist)  # the post-load audit, as for every other format
 
 
 def _check_stream(

@@ -734,6 +734,8 @@ def _dtype_problem(dtype: _Call) -> str | None:
         return f"a numpy dtype with byte order {byteorder!r}"
     code = typestr.lstrip("<>=|")
     kind, digits = code[:1], code[1:]
+    if (kind in "Mm") != (_version == 4 and len(state) == 9):  # only datetimes carry (version 4, unit metadata)
+        return f"a numpy {typestr!r} dtype with a state of version {_version} and {len(state)} items"
     itemsize, hasobject = _dtype_layout(dtype)
     if kind == "O":
         return None if flags == _OBJECT_FLAGS and sub is None and fields is None else "a forged object dtype"
