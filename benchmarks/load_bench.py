@@ -44,17 +44,23 @@ RESULTS = REPO / "benchmarks" / "results"
 VERSION = "20261126T120000Z-bench"
 FEATURES = 64
 NAMES = {".pkl": "big-pkl", ".bpk": "big-bpk", ".joblib": "big-joblib"}
+REWRITTEN = "big-rewritten"  # the .pkl as staging publishes it now: streamed through the rewriter
 
 
 def model_file(efs: Path, suffix: str) -> Path:
     return efs / NAMES[suffix] / "versions" / VERSION / f"model{suffix}"
 
 
-def registry_load(efs: Path, suffix: str, mmap: bool) -> Any:
+LOADER_SECONDS: list[float] = []  # the registry's file -> model step, without its bookkeeping around it
+
+
+def registry_load(efs: Path, name: str, mmap: bool) -> Any:
     from bigpickle.loading import ModelRegistry
     from bigpickle.store import ModelStore
 
-    return ModelRegistry(ModelStore(efs), mmap=mmap).get(NAMES[suffix], until_loaded=True).model
+    loaded = ModelRegistry(ModelStore(efs), mmap=mmap).get(name, until_loaded=True)
+    LOADER_SECONDS.append(loaded.load_seconds)
+    return loaded.model
 
 
 def joblib_load(path: Path, **kwargs: Any) -> Any:
@@ -78,9 +84,11 @@ STRATEGIES: dict[str, Callable[[Path], Any]] = {
     "pickle.load(file)": lambda efs: file_load(model_file(efs, ".pkl")),
     "joblib.load": lambda efs: joblib_load(model_file(efs, ".joblib")),
     "joblib.load mmap_mode=r": lambda efs: joblib_load(model_file(efs, ".joblib"), mmap_mode="r"),
-    "ours .pkl": lambda efs: registry_load(efs, ".pkl", mmap=False),
-    "ours .bpk": lambda efs: registry_load(efs, ".bpk", mmap=False),
-    "ours .bpk MODEL_MMAP=on": lambda efs: registry_load(efs, ".bpk", mmap=True),
+    "ours .pkl (as uploaded)": lambda efs: registry_load(efs, NAMES[".pkl"], mmap=False),
+    "ours .bpk v1 (before)": lambda efs: registry_load(efs, NAMES[".bpk"], mmap=False),
+    "ours .bpk v1 mapped (before)": lambda efs: registry_load(efs, NAMES[".bpk"], mmap=True),
+    "ours rewritten, MODEL_MMAP=off": lambda efs: registry_load(efs, REWRITTEN, mmap=False),
+    "ours rewritten, mapped": lambda efs: registry_load(efs, REWRITTEN, mmap=True),
 }
 
 
@@ -95,6 +103,7 @@ def rss() -> int:
 def child_load(strategy: str, efs: Path) -> None:
     import bigpickle.loading  # noqa: F401 - every child pays the same imports before its baseline
     import numpy as np
+    import sklearn.neighbors  # noqa: F401 - the model's classes: loads are timed with imports excluded
 
     base, anon_base = rss(), anonymous_rss(os.getpid())
     started = time.monotonic()
@@ -102,12 +111,14 @@ def child_load(strategy: str, efs: Path) -> None:
     model = STRATEGIES[strategy](efs)
     seconds = time.monotonic() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    after = rss()
+    after, anon_after = rss(), anonymous_rss(os.getpid())
     query = np.random.default_rng(1).normal(size=(1, FEATURES))
     t = time.perf_counter()
     model.predict(query)
     predict_seconds = time.perf_counter() - t
     done = {"event": "done", "base": base, "anon_base": anon_base, "peak": peak, "after": after, "seconds": seconds}
+    done["anon_after"] = anon_after
+    done["loader_seconds"] = LOADER_SECONDS[0] if LOADER_SECONDS else seconds
     print("BENCH", json.dumps({**done, "predict": predict_seconds}), flush=True)
 
 
@@ -217,12 +228,13 @@ def build(efs: Path, gib: float) -> int:
 import numpy as np, sys
 sys.path.insert(0, {str(REPO)!r})
 from sklearn.neighbors import KNeighborsRegressor
-from tests.helpers import publish_model
+from tests.helpers import publish_model, publish_rewritten
 rows = int({gib} * 2**30 / 8 / {FEATURES})
 X = np.random.default_rng(0).normal(size=(rows, {FEATURES}))
 model = KNeighborsRegressor(n_neighbors=5, algorithm="brute").fit(X, X[:, 0].copy())
 for suffix, name in {NAMES!r}.items():
     publish_model({str(efs)!r}, name, model, {VERSION!r}, suffix=suffix)
+publish_rewritten({str(efs)!r}, {REWRITTEN!r}, model, {VERSION!r})
 """
     subprocess.run([sys.executable, "-c", code], check=True)
     return model_file(efs, ".pkl").stat().st_size
@@ -282,9 +294,81 @@ def chart(series: dict[str, list[tuple[float, float]]], model_gib: float, path: 
     fig.savefig(path, dpi=110)
 
 
+COLD_MODELS = ("sparse-linear", "neighbours")
+
+
+def build_cold(efs: Path, gib: float) -> None:
+    """A sparse linear model over a large vocabulary (a prediction touches the few coefficients its rows
+    use) and brute-force neighbours (a prediction reads the whole training matrix), each as an uploaded
+    .pkl and as staging publishes it."""
+    code = f"""
+import sys
+import numpy as np
+import scipy.sparse as sp
+sys.path.insert(0, {str(REPO)!r})
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsRegressor
+from tests.helpers import publish_model, publish_rewritten
+n = int({gib} * 2**30 / 8)
+linear = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
+# as if trained on a corpus with a vocabulary of n words (fitting that here would take many GiB)
+linear.coef_, linear.n_features_in_ = np.random.default_rng(0).normal(size=(1, n)), n
+X = np.random.default_rng(1).normal(size=(n // {FEATURES}, {FEATURES}))
+for name, model in (("sparse-linear", linear), ("neighbours", KNeighborsRegressor(algorithm="brute").fit(X, X[:, 0]))):
+    publish_model({str(efs)!r}, name + "-pkl", model, {VERSION!r})
+    publish_rewritten({str(efs)!r}, name + "-rewritten", model, {VERSION!r})
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def child_cold(name: str, efs: Path, gib: float) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+    from bigpickle.loading import ModelRegistry
+    from bigpickle.store import ModelStore
+
+    n = int(gib * 2**30 / 8)
+    if name.startswith("sparse-linear"):
+        query: Any = sp.random(1, n, density=20 / n, format="csr", random_state=2)
+    else:
+        query = np.random.default_rng(2).normal(size=(1, FEATURES))
+    started = time.perf_counter()
+    if name.endswith("-pkl"):
+        model = file_load(efs / name / "versions" / VERSION / "model.pkl")
+    else:
+        model = ModelRegistry(ModelStore(efs), mmap=True).get(name, until_loaded=True).model
+    loaded = time.perf_counter()
+    model.predict(query)
+    done = time.perf_counter()
+    print("BENCH", json.dumps({"event": "done", "load": loaded - started, "predict": done - loaded}), flush=True)
+
+
+def cold_first_predictions(efs: Path, gib: float) -> dict[str, Any]:
+    print(f"\nfirst prediction from a cold page cache (echo 3 > /proc/sys/vm/drop_caches), {gib} GiB arrays:")
+    build_cold(efs, gib)
+    figures = {}
+    for model in COLD_MODELS:
+        for form in ("pkl", "rewritten"):
+            name = f"{model}-{form}"
+            os.sync()
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+            done, _, _ = run_child(["--child", "cold", name, str(efs), str(gib)], sample=False)
+            figures[name] = {"load_s": done["load"], "first_predict_s": done["predict"]}
+            how = "pickle.load(file)" if form == "pkl" else "rewritten, mapped"
+            print(
+                f"  {model:<14} {how:<18} load {done['load']:7.2f} s, first predict {done['predict']:7.3f} s, "
+                f"total {done['load'] + done['predict']:7.2f} s",
+                flush=True,
+            )
+    shutil.rmtree(efs)
+    return figures
+
+
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        if sys.argv[2] == "overhead":
+        if sys.argv[2] == "cold":
+            child_cold(sys.argv[3], Path(sys.argv[4]), float(sys.argv[5]))
+        elif sys.argv[2] == "overhead":
             child_overhead(Path(sys.argv[3]), int(sys.argv[4]))
         else:
             child_load(sys.argv[2], Path(sys.argv[3]))
@@ -293,6 +377,13 @@ def main() -> int:
     parser.add_argument("--gib", type=float, default=2.0, help="size of the model's array (default 2 GiB)")
     parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where the model files go (deleted after)")
     parser.add_argument("--repeats", type=int, default=300, help="predict calls per overhead figure")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="also time load + first prediction after `echo 3 > /proc/sys/vm/drop_caches` (root; drops the "
+        "whole machine's page cache) for a sparse linear model and brute-force neighbours",
+    )
+    parser.add_argument("--cold-gib", type=float, default=1.0, help="array size of the --cold models")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="load-bench-", dir=args.workdir))
@@ -304,8 +395,8 @@ def main() -> int:
         gib = model_bytes / 2**30
         print(f"model: {model_bytes:,} bytes ({gib:.2f} GiB) as a protocol-5 pickle\n")
         print(
-            f"{'strategy':<26} {'peak growth / model bytes':>26} {'load s':>8} {'held after / model':>19} "
-            f"{'first predict s':>16}"
+            f"{'strategy':<31} {'peak growth / model bytes':>26} {'load s':>8} {'file->model s':>14} "
+            f"{'held after / model':>19} {'anon / model':>13} {'first predict s':>16}"
         )
         report: dict[str, Any] = {"model_bytes": model_bytes, "strategies": {}}
         series = {}
@@ -313,17 +404,36 @@ def main() -> int:
             done, samples, start = run_child(["--child", strategy, str(efs)], sample=True)
             peak_ratio = (done["peak"] - done["base"]) / model_bytes
             held_ratio = (done["after"] - done["base"]) / model_bytes
-            report["strategies"][strategy] = {**done, "peak_ratio": peak_ratio, "held_ratio": held_ratio}
+            anon_ratio = (done["anon_after"] - done["anon_base"]) / model_bytes
+            report["strategies"][strategy] = {
+                **done,
+                "peak_ratio": peak_ratio,
+                "held_ratio": held_ratio,
+                "anon_ratio": anon_ratio,
+            }
             print(
-                f"{strategy:<26} {peak_ratio:>25.2f}x {done['seconds']:>8.2f} {held_ratio:>18.2f}x "
-                f"{done['predict']:>16.2f}",
+                f"{strategy:<31} {peak_ratio:>25.2f}x {done['seconds']:>8.2f} {done['loader_seconds']:>14.3f} "
+                f"{held_ratio:>18.2f}x "
+                f"{anon_ratio:>12.3f}x {done['predict']:>16.2f}",
                 flush=True,
             )
             end = start + done["seconds"]  # the load only: a first predict touches mapped pages too
             series[strategy] = [
                 (t - start, (m - done["anon_base"]) / 2**30) for t, m in samples if start - 0.2 <= t <= end + 0.05
             ]
+        ours = report["strategies"]["ours rewritten, mapped"]
+        joblib_mapped = report["strategies"]["joblib.load mmap_mode=r"]["seconds"]
+        print(
+            f"\nrewritten, mapped: file -> model {ours['loader_seconds'] * 1000:.2f} ms = "
+            f"{ours['loader_seconds'] / joblib_mapped:.2f}x joblib.load(mmap_mode='r') "
+            f"({joblib_mapped * 1000:.2f} ms) side by side; through the registry {ours['seconds']:.3f} s "
+            "(its post-load gc.collect + gc.freeze included)"
+        )
         shutil.rmtree(efs)
+        if args.cold:
+            report["cold"] = cold_first_predictions(work / "cold", args.cold_gib)
+        else:
+            print("\n(--cold: first prediction with the page cache dropped, needs root; not run)")
 
         print("\npredict handler overhead (functions/predict/app.py, real API Gateway events, X-Ray SDK as in Lambda)")
         print(f"vs bare model.predict, 100-tree RandomForestClassifier, 20 features, median of {args.repeats} pairs:")

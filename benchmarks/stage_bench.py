@@ -8,7 +8,10 @@ peak RSS is its own) and prints bytes, seconds, MiB/s and peak RSS growth over t
 (the interpreter with its libraries imported and an S3 client made):
 
 - ours:          bigpickle.staging.stage_object: parallel ranged GETs, sha256 + S3 checksum while copying,
-                 journal, fsync, publish (STAGE_* settings from the environment or the flags below);
+                 journal, fsync, the streaming rewrite into the mapped layout, publish (STAGE_* settings from
+                 the environment or the flags below);
+- copy_only:     the same copy without the rewrite (the engine with the sha256 and the scanner as sinks, as
+                 staging copied before it rewrote): what the rewrite costs is ours against this;
 - download_file: boto3's s3transfer with the default TransferConfig (no hashing, no fsync);
 - single_stream: one GET of the whole object read into a 1 MiB buffer and dropped (the /dev/null limit).
 
@@ -31,17 +34,43 @@ from typing import Any
 BUCKET = "bigpickle-bench"
 KEY = "models/bench/model.pkl"
 MiB = 1024 * 1024
-STRATEGIES = ("ours", "download_file", "single_stream")
+STRATEGIES = ("ours", "copy_only", "download_file", "single_stream")
+
+
+def _text(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()
+
+
+def _frame(ops: bytes) -> bytes:
+    return b"\x95" + len(ops).to_bytes(8, "little") + ops
+
+
+def _array_pickle_parts(payload: int) -> tuple[bytes, bytes]:
+    """The opcodes before and after the bytes of a uint8 array of `payload` bytes, as numpy pickles it with
+    protocol 5 in band: `_frombuffer(BYTEARRAY8 <bytes>, dtype('u1'), (payload,), 'C')`."""
+    head = (
+        b"\x80\x05"
+        + _frame(_text("numpy._core.numeric") + _text("_frombuffer") + b"\x93(")
+        + b"\x96"
+        + payload.to_bytes(8, "little")
+    )
+    shape = payload.to_bytes(8, "little")  # fixed width: the parts' lengths do not depend on the size
+    dtype = _text("numpy") + _text("dtype") + b"\x93" + _text("u1") + b"\x89\x88\x87R\x94"
+    state = b"(K\x03" + _text("|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    tail = _frame(dtype + state + b"\x8a" + bytes([len(shape)]) + shape + b"\x85" + _text("C") + b"tR.")
+    return head, tail
 
 
 class _IncompressiblePickle:
-    """A file-like holding a `size`-byte protocol-5 pickle of one bytes object: PROTO 5, BINBYTES8 <n>,
-    n pseudo-random bytes (a 16 MiB random block, each copy stamped with its index), STOP. Staging scans
-    what it copies, so the object must be a pickle; a bytes payload needs no allowlisted globals."""
+    """A file-like holding a `size`-byte protocol-5 pickle of one uint8 numpy array whose bytes are
+    pseudo-random (a 16 MiB random block, each copy stamped with its index). Staging scans and rewrites
+    what it copies, so the object is a model-like pickle: its array moves out of band."""
 
     def __init__(self, size: int) -> None:
-        payload = size - 12
-        self.head = b"\x80\x05\x8e" + payload.to_bytes(8, "little")
+        probe_head, probe_tail = _array_pickle_parts(size)
+        self.head, tail = _array_pickle_parts(size - len(probe_head) - len(probe_tail))
+        self.tail_start = size - len(tail)
+        self.tail = tail
         self.size = size
         self.pos = 0
         self.block = bytearray(os.urandom(16 * MiB))
@@ -52,12 +81,12 @@ class _IncompressiblePickle:
             at = start + len(out)
             if at < len(self.head):
                 out += self.head[at : at + n - len(out)]
-            elif at == self.size - 1:
-                out += b"."
+            elif at >= self.tail_start:
+                out += self.tail[at - self.tail_start : at - self.tail_start + n - len(out)]
             else:
                 index, offset = divmod(at - len(self.head), len(self.block))
                 self.block[:8] = index.to_bytes(8, "little")
-                end = min(len(self.block), offset + n - len(out), self.size - 1 - at + offset)
+                end = min(len(self.block), offset + n - len(out), self.tail_start - at + offset)
                 out += self.block[offset:end]
         return bytes(out)
 
@@ -97,6 +126,16 @@ def _child(strategy: str, dest: Path) -> dict[str, Any]:
     if strategy == "ours":
         result = stage_object(client, ModelStore(dest), settings, BUCKET, KEY)
         size = result.bytes
+    elif strategy == "copy_only":
+        import hashlib
+
+        from bigpickle.safety import Allowlist, PickleScanner
+        from bigpickle.transfer import download, head_object
+
+        scanner = PickleScanner("pickle", Allowlist())
+        obj = head_object(client, BUCKET, KEY)
+        download(client, obj, dest / "model.pkl", config=transfer_config(settings), sinks=[hashlib.sha256(), scanner])
+        size = obj.size if scanner.verdict() else 0
     elif strategy == "download_file":
         boto3.client("s3").download_file(BUCKET, KEY, str(dest / "download_file.bin"))
         size = (dest / "download_file.bin").stat().st_size
@@ -242,7 +281,7 @@ def main() -> int:
     if "ours" in args.strategies.split(","):
         print(f"median of {args.rounds} interleaved rounds per strategy:")
         print(_table(rows))
-        for other in ("download_file", "single_stream"):
+        for other in ("copy_only", "download_file", "single_stream"):
             per_round = [_ratio(round_, other) for round_ in rounds if any(r["strategy"] == other for r in round_)]
             if per_round:
                 print(f"ours / {other} per round: " + ", ".join(f"{ratio:.2f}x" for ratio in per_round))

@@ -79,5 +79,59 @@ def weights_pickle(megabytes: int, seed: int = 0) -> bytes:
 
 
 def published_bytes(store: Any, name: str = "weights") -> bytes:
-    """The bytes of `name`'s current version as staging published them."""
-    return store.model_path(store.read_manifest(name)).read_bytes()
+    """`name`'s current version loaded as the predict function loads it, pickled again with protocol 5: equal
+    to a protocol-5 upload's bytes exactly when staging kept every byte of the object (it publishes the
+    rewritten, mapped layout, not the upload's bytes)."""
+    return pickle.dumps(load_published(store, name), protocol=5)
+
+
+def load_published(store: Any, name: str, **options: Any) -> Any:
+    """`name`'s current version as the registry loads it: checked against the manifest's digests."""
+    from bigpickle.loading.formats import load_model_file
+
+    manifest = store.read_manifest(name)
+    return load_model_file(
+        store.model_path(manifest),
+        manifest.format,
+        sha256=manifest.sha256,
+        layout=manifest.details.get("layout"),
+        **options,
+    )
+
+
+def publish_rewritten(
+    root: Any, name: str, model: Any, version: str = "20261126T120000Z-abc", *, protocol: int = 4
+) -> Any:
+    """Publish `model` the way staging publishes a `.pkl` upload: pickled, streamed through the rewriter
+    (safety.uploads), the mapped layout published with its manifest details."""
+    from bigpickle.safety import Allowlist
+    from bigpickle.safety.uploads import finish_upload, upload_sink
+    from bigpickle.store import Manifest, ModelStore
+
+    store = ModelStore(root)
+    incoming = store.prepare_incoming(name, version)
+    upload = incoming / "model.pkl"
+    with open(upload, "wb") as f:
+        pickle.dump(model, f, protocol=protocol)
+    size, digest = upload.stat().st_size, hashlib.sha256(upload.read_bytes()).hexdigest()
+    sink = upload_sink("pickle", incoming, Allowlist())
+    with open(upload, "rb") as f:
+        while chunk := f.read(64 << 20):
+            sink.update(chunk)
+    report, published = finish_upload(sink, upload, "pickle", Allowlist())
+    assert published is not None, report.reasons()
+    manifest = Manifest(
+        name=name,
+        version=version,
+        file=published.file,
+        format=published.format,
+        bytes=size,
+        sha256=digest,
+        staged_at="2026-11-26T12:00:00+00:00",
+        bucket="b",
+        key=f"models/{name}/model.pkl",
+        etag='"abc"',
+        details={**report.details(), **published.details},
+    )
+    store.publish(manifest)
+    return manifest

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bigpickle.loading import load_model_file
 from bigpickle.store import ModelStore
 from bigpickle.units import MiB
 
-from tests.helpers import BUCKET
+from tests.helpers import BUCKET, load_published
 from tests.integration.test_staging_engine import stage_measuring_rss
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,7 +32,8 @@ def test_a_pickle_of_one_array_over_2_gib_stages_with_bounded_memory_and_the_rig
 ) -> None:
     array = np.random.default_rng(0).random(2**31 // 8 + 4096)  # 2 GiB + 32 KiB of float64
     head, tail = array[:1000].copy(), array[-1000:].copy()
-    assert array.nbytes > 2**31 - 1
+    nbytes = array.nbytes
+    assert nbytes > 2**31 - 1
     source = tmp_path / "model.pkl"
     with open(source, "wb") as f:
         pickle.dump(array, f, protocol=5)  # in-band: one BYTEARRAY8 opcode of the whole buffer
@@ -54,9 +54,11 @@ def test_a_pickle_of_one_array_over_2_gib_stages_with_bounded_memory_and_the_rig
     manifest = store.read_manifest("huge-array")
     assert manifest.bytes == size and manifest.sha256 == sha256.hexdigest()
     assert manifest.details["pickle_protocol"] == 5
-    assert store.model_path(manifest).stat().st_size == size
+    layout = manifest.details["layout"]
+    assert manifest.format == "bigpickle" and layout["buffer_bytes"] == nbytes  # the array, out of band
+    assert store.model_path(manifest).stat().st_size == layout["file_bytes"]
 
-    loaded = load_model_file(store.model_path(manifest), manifest.format, sha256=manifest.sha256)
+    loaded = load_published(store, "huge-array")
 
     assert loaded.nbytes > 2**31 - 1
     assert np.array_equal(loaded[:1000], head) and np.array_equal(loaded[-1000:], tail)

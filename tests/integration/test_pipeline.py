@@ -16,6 +16,7 @@ import requests
 from bigpickle.local import demo
 from bigpickle.local.apigw import ApiGatewayBridge
 from bigpickle.local.runtime import predict_handler, stage_handler
+from bigpickle.safety.rewriter import file_checksum
 from bigpickle.store import ModelStore
 
 from tests.helpers import BUCKET, s3_put_event, upload_model
@@ -44,8 +45,9 @@ def test_given_three_models_in_s3_when_staged_by_events_then_http_predictions_ma
     store = ModelStore(lambda_env)
     for name, data in uploaded.items():
         manifest = store.read_manifest(name)
-        assert manifest.sha256 == hashlib.sha256(data).hexdigest()
-        assert store.model_path(manifest).read_bytes() == data
+        assert manifest.sha256 == hashlib.sha256(data).hexdigest()  # the upload's, for provenance
+        published = file_checksum(store.model_path(manifest))
+        assert manifest.format == "bigpickle" and published == manifest.details["layout"]["file_checksum"]
 
     bridge = ApiGatewayBridge(predict_handler()).start_background()
     try:

@@ -98,27 +98,10 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-# Mutants that crash numpy while unpickling (a datetime dtype given an integer's state, an object scalar
-# built from raw bytes): only zerocopy's scanner dtype checks refuse them before they run. Staging's trial
-# load refuses them today (tests/safety/test_hostile_state.py has one file of each).
-NEEDS_ZEROCOPY = {("random-forest", "swap-dtype", 0), ("random-forest", "swap-dtype", 2)}
-NEEDS_ZEROCOPY.add(("column-transformer-onehot", "swap-dtype", 2))
-
-
 def _mutants() -> list[Any]:
-    return [
-        pytest.param(
-            base,
-            kind,
-            n,
-            marks=pytest.mark.xfail(strict=True, reason="crashes numpy at load until zerocopy's scanner checks dtypes")
-            if (base, kind, n) in NEEDS_ZEROCOPY
-            else [],
-        )
-        for base in BASES
-        for kind in MUTATIONS
-        for n in range(MUTANTS_PER_KIND)
-    ]
+    # mutants that crashed numpy while unpickling (a datetime dtype given an integer's state, an object
+    # scalar built from raw bytes) are refused by the scanner's dtype checks before they run
+    return [(base, kind, n) for base in BASES for kind in MUTATIONS for n in range(MUTANTS_PER_KIND)]
 
 
 @pytest.fixture(scope="module")

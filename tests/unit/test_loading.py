@@ -191,8 +191,13 @@ def test_a_mapped_bpk_load_costs_its_stream_plus_only_the_buffers_trees_copy(
     trees_cost = estimate_load(trees, store.model_path(trees), mmap=True)
 
     assert knn_cost.bytes < knn.bytes / 10 and knn_cost.mapped_bytes >= neighbours[1].nbytes
-    assert trees_cost.bytes == trees.bytes and trees_cost.mapped_bytes == 0  # Tree.__setstate__ memcpys nodes
-    assert estimate_load(knn, store.model_path(knn), mmap=False).bytes == knn.bytes
+    layout = read_layout(store.model_path(trees))
+    whole = layout.pickle_bytes + layout.buffer_bytes
+    assert trees_cost.bytes == whole and trees_cost.mapped_bytes == 0  # Tree.__setstate__ memcpys nodes
+    knn_layout = read_layout(store.model_path(knn))
+    assert (
+        estimate_load(knn, store.model_path(knn), mmap=False).bytes == knn_layout.pickle_bytes + knn_layout.buffer_bytes
+    )
 
 
 # -- capacity guard --

@@ -339,7 +339,8 @@ def test_a_stager_killed_at_any_publish_step_is_finished_by_the_retried_event(
 
     assert result.status == "published"
     assert store.current_version("iris") == result.version
-    assert sorted(os.listdir(store.version_dir("iris", result.version))) == ["manifest.json", "model.pkl"]
+    # staging publishes the rewritten, mapped layout; the upload file is not kept
+    assert sorted(os.listdir(store.version_dir("iris", result.version))) == ["manifest.json", "model.bpk"]
     assert warmed == [{"source": "bigpickle.warmup", "detail": {"model": "iris", "version": result.version}}]
 
 

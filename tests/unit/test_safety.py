@@ -28,7 +28,7 @@ from sklearn.datasets import load_iris
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import FunctionTransformer
 
-from tests.helpers import BUCKET
+from tests.helpers import BUCKET, load_published
 from tests.safety.corpus import LEGIT_MODELS, hostile_pickles
 
 HOSTILE_NAMES = sorted(hostile_pickles(Path("/marker")))
@@ -175,7 +175,7 @@ def test_a_real_model_is_staged_loaded_and_predicts_exactly_as_before(
 
     result = stage_object(moto_s3, store, settings, BUCKET, f"models/{name}/{file}")
     manifest = store.read_manifest(name)
-    loaded = load_model_file(store.model_path(manifest), manifest.format, sha256=manifest.sha256)
+    loaded = load_published(store, name)
 
     assert result.status == "published"
     assert manifest.details["sklearn_version"] == sklearn.__version__

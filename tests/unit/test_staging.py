@@ -10,12 +10,13 @@ import pytest
 from bigpickle.config import Settings
 from bigpickle.errors import TransferError
 from bigpickle.local.runtime import stage_handler
+from bigpickle.safety.rewriter import file_checksum
 from bigpickle.staging import ModelKey, StageOptions, stage_object
 from bigpickle.store import ModelStore
 from bigpickle.transfer import RetryPolicy
 from bigpickle.units import KiB
 
-from tests.helpers import BUCKET, s3_put_event, upload_model
+from tests.helpers import BUCKET, published_bytes, s3_put_event, upload_model
 
 
 @pytest.mark.parametrize(
@@ -44,10 +45,12 @@ def test_given_a_model_in_s3_when_staged_then_the_manifest_describes_the_bytes_o
     assert result.status == "published"
     manifest = store.read_manifest("iris")
     on_disk = store.model_path(manifest).read_bytes()
-    assert on_disk == data
-    assert manifest.bytes == len(data)
+    assert manifest.details["layout"]["file_checksum"] == file_checksum(store.model_path(manifest))
+    assert manifest.details["layout"]["file_bytes"] == len(on_disk)
+    assert manifest.bytes == len(data)  # provenance: the object as uploaded
     assert manifest.sha256 == hashlib.sha256(data).hexdigest()
-    assert (manifest.bucket, manifest.key, manifest.format) == (BUCKET, "models/iris/model.pkl", "pickle")
+    assert manifest.details["source"] == {"file": "model.pkl", "format": "pickle"}
+    assert (manifest.bucket, manifest.key, manifest.format) == (BUCKET, "models/iris/model.pkl", "bigpickle")
     assert manifest.etag and manifest.staged_at
 
 
@@ -60,7 +63,7 @@ def test_small_parts_reassemble_exactly(
 
     stage_object(moto_s3, store, small_parts, BUCKET, "models/blob/model.pkl")
 
-    assert store.model_path(store.read_manifest("blob")).read_bytes() == payload
+    assert published_bytes(store, "blob") == payload
 
 
 def test_a_duplicate_event_for_the_same_object_version_is_a_no_op(
@@ -107,11 +110,12 @@ def test_given_a_failed_staging_then_the_previous_version_keeps_serving(
 
     assert store.current_version("iris") == good.version
     assert store.list_versions("iris") == [good.version]
-    assert store.read_manifest("iris").sha256 == good_sha256(store)
+    manifest = store.read_manifest("iris")
+    assert file_checksum(store.model_path(manifest)) == good_sha256(store)
 
 
 def good_sha256(store: ModelStore) -> str:
-    return hashlib.sha256(store.model_path(store.read_manifest("iris")).read_bytes()).hexdigest()
+    return store.read_manifest("iris").details["layout"]["file_checksum"]
 
 
 def test_non_model_keys_are_skipped_not_failed(moto_s3: Any, store: ModelStore, settings: Settings) -> None:

@@ -52,6 +52,7 @@ class Settings:
     keep_versions: int
     # Loading and serving (docs/loading.md).
     model_mmap: bool
+    model_verify: str  # "stream": hash a published layout's stream and index at load; "full": every byte
     model_refresh_seconds: int
     model_version_check: str
     function_memory_bytes: int | None  # AWS_LAMBDA_FUNCTION_MEMORY_SIZE, set by Lambda itself
@@ -75,7 +76,8 @@ class Settings:
             stage_max_continuations=_int(env, "STAGE_MAX_CONTINUATIONS", 8),
             stage_direct_io=_choice(env, "STAGE_DIRECT_IO", {"on": True, "off": False}, "on"),
             keep_versions=_int(env, "KEEP_VERSIONS", 3),
-            model_mmap=_choice(env, "MODEL_MMAP", {"on": True, "off": False}, "off"),
+            model_mmap=_choice(env, "MODEL_MMAP", {"on": True, "off": False}, "on"),
+            model_verify=_choice(env, "MODEL_VERIFY", {"stream": "stream", "full": "full"}, "stream"),
             model_refresh_seconds=_int(env, "MODEL_REFRESH_SECONDS", 30),
             model_version_check=_choice(env, "MODEL_VERSION_CHECK", {"strict": "strict", "warn": "warn"}, "strict"),
             function_memory_bytes=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0) * MiB or None,

@@ -39,8 +39,9 @@ from bigpickle.errors import (
     UnstageableObjectError,
 )
 from bigpickle.observability import MetricUnit, logger, metrics
-from bigpickle.safety import Allowlist, PickleScanner
+from bigpickle.safety import Allowlist
 from bigpickle.safety.trial import fits_in, trial_load
+from bigpickle.safety.uploads import finish_upload, upload_sink
 from bigpickle.store import Manifest, ModelStore, Publication, model_format, validate_model_name
 from bigpickle.transfer import (
     ObjectInfo,
@@ -230,7 +231,8 @@ def _copy_and_publish(
         sha256 = hashlib.sha256()
         expected = full_object_checksum(obj.head)
         verifier = ChecksumVerifier(*expected) if expected else None
-        scanner = PickleScanner(model_key.format, Allowlist(settings.pickle_allowlist_extra))
+        allowlist = Allowlist(settings.pickle_allowlist_extra)
+        scanner = upload_sink(model_key.format, incoming, allowlist)
         sinks = [sha256, scanner] if verifier is None else [sha256, scanner, verifier]
         result = download(
             client,
@@ -252,20 +254,20 @@ def _copy_and_publish(
             raise IntegrityError(
                 f"{verifier.algorithm} of the copied bytes is {verifier.actual}, S3 says {verifier.expected}"
             )
-        report = scanner.finish()
-        if not report.safe:
+        report, published = finish_upload(scanner, incoming / model_key.file, model_key.format, allowlist)
+        if published is None:
             logger.error(
                 "refusing to publish an unsafe pickle: allow only what the model needs (docs/security.md)",
                 extra={**log, "forbidden_globals": sorted(report.forbidden), "problems": report.problems[:20]},
             )
             report.raise_if_unsafe()
         if fits_in(obj.size, settings.function_memory_bytes):
-            trial_load(incoming / model_key.file, model_key.format, Allowlist(settings.pickle_allowlist_extra))
+            trial_load(incoming / published.file, published.format, allowlist)
         manifest = Manifest(
             name=model_key.name,
             version=version,
-            file=model_key.file,
-            format=model_key.format,
+            file=published.file,
+            format=published.format,
             bytes=obj.size,
             sha256=sha256.hexdigest(),
             staged_at=datetime.now(UTC).isoformat(),
@@ -274,7 +276,7 @@ def _copy_and_publish(
             etag=obj.etag,
             version_id=obj.version_id,
             s3_checksum={"algorithm": verifier.algorithm, "value": verifier.expected} if verifier else None,
-            details=report.details(),
+            details={**report.details(), **published.details},
             last_modified=obj.last_modified.astimezone(UTC).isoformat(),
             sequencer=sequencer,
         )

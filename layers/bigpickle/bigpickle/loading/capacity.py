@@ -1,9 +1,11 @@
 """What a load will cost in memory, what the function has, and the check between them.
 
 Prices are measured, not guessed: `pickle.load` on a file costs 1.0x the model's bytes for protocol 4/5,
-older protocols cost LEGACY_PROTOCOL_FACTOR times, and a mapped bigpickle load costs only its stream and
-the buffers an estimator copies out of the mapping (mapped pages are file-backed page cache, which the
-kernel can drop, so they never OOM the function). Each figure, with its command, date and machine:
+older protocols cost LEGACY_PROTOCOL_FACTOR times, and a mapped bigpickle load costs only what its stream
+builds and the buffers an estimator copies out of the mapping (scikit-learn's tree nodes), because mapped
+pages are file-backed page cache the kernel can drop: they never OOM the function. Where staging's scanner
+priced the stream (`details["allocation_bytes"]`, what a load allocates, counted from the stream's own
+contents), that figure is used instead of the file's size. Each figure, with its command, date and machine:
 benchmarks/results/README.md.
 """
 
@@ -36,10 +38,13 @@ class LoadCost:
 
 def estimate_load(manifest: Manifest, path: Path, *, mmap: bool) -> LoadCost:
     """Price a load before doing it; reads at most the file's first two bytes or its index."""
+    allocation = manifest.details.get("allocation_bytes")
     if manifest.format == BIGPICKLE:
         layout = read_layout(path)
+        # the upload's allocation counted its array payloads, which now lie in the buffers
+        stream = max(0, allocation - layout.buffer_bytes) if isinstance(allocation, int) else layout.pickle_bytes
         mapped = layout.buffer_bytes - layout.copied_bytes if mmap else 0
-        return LoadCost(manifest.bytes - mapped, PICKLE_PROTOCOL, mapped)
+        return LoadCost(stream + layout.buffer_bytes - mapped, PICKLE_PROTOCOL, mapped)
     protocol = manifest.details.get("pickle_protocol")
     if protocol is None:
         protocol = pickle_protocol(path)
@@ -47,7 +52,7 @@ def estimate_load(manifest: Manifest, path: Path, *, mmap: bool) -> LoadCost:
         return LoadCost(int(manifest.bytes * LEGACY_PROTOCOL_FACTOR), protocol, 0)
     # joblib with mmap_mode="r" may map some arrays, but which ones is not visible without parsing the
     # file: price it whole (the bigpickle index exists to make this exact).
-    return LoadCost(manifest.bytes, protocol, 0)
+    return LoadCost(max(manifest.bytes, allocation if isinstance(allocation, int) else 0), protocol, 0)
 
 
 def process_rss() -> int:
@@ -75,6 +80,6 @@ class MemoryBudget:
         return InsufficientMemoryError(
             f"model {name!r} version {version!r} needs about {mib(need)} MiB to load, with "
             f"{mib(self.baseline + held)} MiB already in use; this function has {mib(self.limit)} MiB "
-            "(AWS_LAMBDA_FUNCTION_MEMORY_SIZE). Give the function more memory, or convert the model to .bpk "
-            "(bigpickle convert) and set MODEL_MMAP=on"
+            "(AWS_LAMBDA_FUNCTION_MEMORY_SIZE). Give the function more memory, or keep MODEL_MMAP=on so that "
+            "array buffers are mapped, not read"
         )

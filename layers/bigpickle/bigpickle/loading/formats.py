@@ -1,112 +1,203 @@
 """Model file formats: how each one's bytes become arrays, and the one step that turns a file into an object.
 
-    format      extension      load memory (MODEL_MMAP=off)          MODEL_MMAP=on
+    format      extension      load memory (MODEL_MMAP=off)          MODEL_MMAP=on (the default)
     pickle      .pkl .pickle   1.0x for protocol 4/5, ~2.3x for 0-3   no effect
     joblib      .joblib        ~1.0x                                  joblib.load(mmap_mode="r")
     bigpickle   .bpk           1.0x (bounded readinto per buffer)     read-only views of an mmap: ~0
 
-A "bigpickle" file is a protocol-5 pickle whose large array buffers travel out of band, stored after the
-stream and aligned, so they can be mapped straight from EFS and handed to the unpickler as `buffers=`:
+Staging rewrites every .pkl/.pickle/.joblib upload into the bigpickle layout (safety/rewriter.py); the
+other two formats are loaded only when the rewriter could not prove an upload exact and published it as
+it came. The layout itself (stream, aligned out-of-band buffers, index, trailer) is in safety/layout.py.
 
-    [protocol-5 pickle stream, from offset 0 to STOP][zeros to 4096][buffer 0][zeros to 64][buffer 1]...
-    [index: JSON {"format": "bigpickle", "version": 1, "pickle_bytes": N, "buffers": [[offset, length, copied], ...]}]
-    [trailer, last 24 bytes: u64le index offset, u64le index length, b"BIGPKL01"]
-
-Unlike a joblib file, the stream is one plain pickle (a scanner reads it to STOP and knows where the rest
-lies), and the index says exactly which bytes are mapped, so the capacity guard can price a mapped load.
-`copied` marks buffers an estimator copies out of the mapping when it is unpickled (scikit-learn's tree
-nodes: `Tree.__setstate__` memcpys them), which a mapped load still pays for in anonymous memory.
+What a bigpickle load verifies (MODEL_VERIFY, docs/security.md "Integrity at load"): the stream and the
+index are read through the sha256 and the fail-fast scanner, always; the buffers are hashed too only with
+`verify="full"` (then the whole file's sha256 is checked before anything is unpickled).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import mmap as mmaplib
+import os
 import pickle
-import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from bigpickle.errors import ModelLoadError
+from bigpickle.errors import ModelIntegrityError, ModelLoadError, ModelNotReadyError
 from bigpickle.safety.allowlist import Allowlist
-from bigpickle.safety.unpickler import load_verified
+from bigpickle.safety.audit import audit_model
+from bigpickle.safety.hashing import READ_SIZE, HashingReader, check_sha256, hash_file
+from bigpickle.safety.layout import (
+    BIGPICKLE,
+    BUFFER_ALIGN,
+    MAGIC,
+    STREAM_ALIGN,
+    TRAILER,
+    Layout,
+    LayoutError,
+    check_against_scan,
+    index_bytes,
+)
+from bigpickle.safety.layout import read_layout as read_layout_from
+from bigpickle.safety.rewriter import OUT_OF_BAND_MIN_BYTES, rewrite_file
+from bigpickle.safety.rewriter import file_checksum as file_checksum_of
+from bigpickle.safety.scanner import PickleScanner
+from bigpickle.safety.unpickler import RestrictedUnpickler, default_allowlist, load_verified
 from bigpickle.store import MODEL_FORMATS, model_format, write_file_atomically
-from bigpickle.units import KiB, MiB
+from bigpickle.units import MiB
 
 PICKLE = "pickle"
 JOBLIB = "joblib"
-BIGPICKLE = "bigpickle"
 
 PICKLE_PROTOCOL = 5
-STREAM_ALIGN = 4096  # the first buffer starts on a page: mapped arrays never share a page with the stream
-BUFFER_ALIGN = 64  # cache-line / SIMD alignment for every array
-OUT_OF_BAND_MIN_BYTES = 64 * KiB  # smaller buffers stay in the stream: mapping them saves nothing
 IO_CHUNK = 64 * MiB  # bounded reads and writes: never ask a file for "everything"
-MAGIC = b"BIGPKL01"
-TRAILER = struct.Struct("<QQ8s")
-MAX_INDEX_BYTES = 64 * MiB
+VERIFY_STREAM = "stream"  # MODEL_VERIFY default: hash the stream and the index at load
+VERIFY_FULL = "full"  # hash every byte before serving
+
+__all__ = ["BUFFER_ALIGN", "MAGIC", "STREAM_ALIGN", "TRAILER", "Layout"]
 
 
-# ---- file -> object (issue 6 owns this body: restricted unpickler, sha256 while reading) ----
+# ---- file -> object ----
 def load_model_file(
-    path: Path, fmt: str, *, mmap: bool = False, sha256: str | None = None, allowlist: Allowlist | None = None
+    path: Path,
+    fmt: str,
+    *,
+    mmap: bool = False,
+    sha256: str | None = None,
+    allowlist: Allowlist | None = None,
+    layout: Mapping[str, Any] | None = None,
+    verify: str = VERIFY_STREAM,
 ) -> Any:
     """The one place a model file becomes an object. `mmap` maps large arrays read-only where the format allows.
 
-    Only allowlisted globals are imported, the opcode scanner reads ahead of the unpickler, and the object
-    is returned only when the file's sha256 equals `sha256` (the manifest's); bigpickle.safety does all three.
+    Only allowlisted globals are imported and the opcode scanner reads ahead of the unpickler. `sha256` is
+    the manifest's digest of the file as uploaded; `layout` the manifest's `details["layout"]`, whose
+    digests a bigpickle file published by staging is checked against instead.
     """
     if fmt == BIGPICKLE:
-        with contextlib.closing(oob_buffers(path, read_layout(path), mmap=mmap)) as buffers:
-            return load_verified(path, fmt, sha256=sha256, buffers=buffers, allowlist=allowlist)
+        digests = layout or {}
+        return load_bigpickle(
+            path,
+            mmap=mmap,
+            file_sha256=sha256,
+            file_checksum=digests.get("file_checksum"),
+            stream_sha256=digests.get("stream_sha256"),
+            full=verify == VERIFY_FULL,
+            allowlist=allowlist,
+        )
     return load_verified(path, fmt, sha256=sha256, mmap=mmap, allowlist=allowlist)
 
 
-# ---- end of the file -> object step ----
+class _Region:
+    """`length` bytes of `f` from its current position, read in bounded pieces (what the unpickler reads)."""
+
+    def __init__(self, f: BinaryIO, length: int) -> None:
+        self.f = f
+        self.left = length
+        self.name = getattr(f, "name", "")
+
+    def read(self, size: int = READ_SIZE) -> bytes:
+        data = self.f.read(min(self.left, READ_SIZE if size is None or size < 0 else size))
+        self.left -= len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        view = memoryview(buffer).cast("B")
+        n = self.f.readinto(view[: self.left]) or 0
+        self.left -= n
+        return n
+
+    def readline(self, size: int = -1) -> bytes:
+        limit = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.f.readline(limit)
+        self.left -= len(data)
+        return data
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a bigpickle file's parts are: the stream's length and each out-of-band buffer."""
+def load_bigpickle(
+    path: Path,
+    *,
+    mmap: bool,
+    file_sha256: str | None,
+    stream_sha256: str | None,
+    full: bool,
+    file_checksum: str | None = None,
+    allowlist: Allowlist | None = None,
+) -> Any:
+    """Load a bigpickle file: its layout checked completely, its stream read once through the sha256 and a
+    fail-fast scanner into the restricted unpickler, its buffers mapped (or read) as the stream asks.
 
-    pickle_bytes: int
-    buffers: tuple[tuple[int, int, bool], ...]  # (offset, length, copied on unpickle)
+    With `stream_sha256` (staging's digest of the stream then the index) only those bytes are hashed;
+    without it, or with `full`, the whole file is checked first: against `file_checksum` (a rewritten
+    file's, "ALGORITHM:hex") or else `file_sha256` (a file published as uploaded)."""
+    allowlist = (allowlist or default_allowlist()).for_format(BIGPICKLE)
+    if file_checksum and full:
+        actual = file_checksum_of(path, file_checksum.split(":")[0])
+        if actual != file_checksum:
+            raise _damaged(path, f"its checksum is {actual}, the manifest says {file_checksum}", ModelIntegrityError)
+    elif full or stream_sha256 is None:
+        check_sha256(path, file_sha256, hash_file(path))  # names the version's path: model, version
+    layout = read_layout(path)
+    digest = hashlib.sha256()
+    scanner = PickleScanner(BIGPICKLE, allowlist, fail_fast=True)
+    with open(path, "rb") as f:
+        f.seek(layout.stream_offset)
+        reader = HashingReader(_Region(f, layout.pickle_bytes), [digest, scanner])
+        try:
+            with contextlib.closing(oob_buffers(path, layout, mmap=mmap)) as buffers:
+                model = RestrictedUnpickler(reader, allowlist, buffers=buffers).load()
+        except Exception as exc:  # a damaged stream reads as garbage: say so when its digest shows it
+            _check_stream(path, f, reader, layout, digest, stream_sha256, exc)
+            raise
+        _check_stream(path, f, reader, layout, digest, stream_sha256)
+    report = scanner.verdict()
+    try:
+        check_against_scan(layout, report.stream_bytes, report.oob_buffers)
+    except LayoutError as exc:
+        raise _damaged(path, str(exc)) from None
+    return audit_model(model, allowlist)  # the post-load audit, as for every other format
 
-    @property
-    def buffer_bytes(self) -> int:
-        return sum(length for _, length, _ in self.buffers)
 
-    @property
-    def copied_bytes(self) -> int:
-        return sum(length for _, length, copied in self.buffers if copied)
+def _check_stream(
+    path: Path,
+    f: BinaryIO,
+    reader: HashingReader,
+    layout: Layout,
+    digest: Any,
+    expected: str | None,
+    failure: Exception | None = None,
+) -> None:
+    """Finish hashing the stream (what the unpickler left of it) and the index; compare with the manifest."""
+    reader.drain()
+    f.seek(layout.index_offset)
+    digest.update(f.read(layout.index_length))
+    if expected is not None and digest.hexdigest() != expected:
+        raise _damaged(
+            path,
+            f"the stream and index hash to {digest.hexdigest()}, the manifest says {expected}",
+            ModelIntegrityError,
+        ) from failure
+
+
+def _damaged(path: Path, what: str, error: type[ModelNotReadyError] = ModelLoadError) -> ModelNotReadyError:
+    """503 naming the version's file (its folder names the model and the version) and what to do."""
+    return error(
+        f"{path}: {what}; the file was damaged after staging. Re-stage the model (upload it to S3 again) "
+        "or roll back to another version."
+    )
 
 
 def read_layout(path: Path) -> Layout:
-    """Read and check a bigpickle file's index (two small reads at the end of the file)."""
-    size = path.stat().st_size
+    """A bigpickle file's checked layout; a damaged one raises ModelIntegrityError (503) saying what to do."""
     with open(path, "rb") as f:
-        if size < TRAILER.size:
-            raise ModelLoadError(f"{path} is too short to be a bigpickle file")
-        f.seek(size - TRAILER.size)
-        index_offset, index_length, magic = TRAILER.unpack(f.read(TRAILER.size))
-        if magic != MAGIC or index_length > MAX_INDEX_BYTES or index_offset + index_length != size - TRAILER.size:
-            raise ModelLoadError(f"{path} has no valid bigpickle trailer")
-        f.seek(index_offset)
-        index = json.loads(f.read(index_length))
-    if index.get("format") != BIGPICKLE or index.get("version") != 1:
-        raise ModelLoadError(f"{path}: unsupported bigpickle index {index.get('format')!r} v{index.get('version')!r}")
-    layout = Layout(int(index["pickle_bytes"]), tuple((int(o), int(n), bool(c)) for o, n, c in index["buffers"]))
-    end = layout.pickle_bytes
-    for offset, length, _ in layout.buffers:
-        if offset < end or length < 0 or offset + length > index_offset:
-            raise ModelLoadError(f"{path}: buffer at {offset} (+{length}) overlaps the stream or another buffer")
-        end = offset + length
-    return layout
+        try:
+            return read_layout_from(f, os.fstat(f.fileno()).st_size)
+        except LayoutError as exc:
+            raise _damaged(path, str(exc)) from None
 
 
 def oob_buffers(path: Path, layout: Layout, *, mmap: bool) -> Iterator[memoryview | np.ndarray]:
@@ -181,11 +272,11 @@ def write_bigpickle(model: Any, f: BinaryIO) -> Layout:
         copied = np.frombuffer(raw, dtype=np.uint8).ctypes.data in pickler.copied
         entries.append((f.tell(), raw.nbytes, copied))
         _write_chunked(f, raw)
-    index = json.dumps({"format": BIGPICKLE, "version": 1, "pickle_bytes": pickle_bytes, "buffers": entries}).encode()
+    index = index_bytes(1, 0, pickle_bytes, entries)
     index_offset = f.tell()
     f.write(index)
     f.write(TRAILER.pack(index_offset, len(index), MAGIC))
-    return Layout(pickle_bytes, tuple(entries))
+    return Layout(1, 0, pickle_bytes, tuple(entries), index_offset, len(index))
 
 
 def save_model(model: Any, path: Path, fmt: str) -> None:
@@ -218,12 +309,27 @@ def pickle_protocol(path: Path) -> int | None:
     return head[1] if len(head) == 2 and head[:1] == pickle.PROTO else None
 
 
-def convert(source: Path, target: Path) -> dict[str, Any]:
-    """Re-save a model in the format `target`'s extension names (.bpk: the zero-copy format)."""
+def convert(source: Path, target: Path, *, allowlist: Allowlist | None = None) -> dict[str, Any]:
+    """Re-save a model in the format `target`'s extension names. To .bpk (the zero-copy format) a pickle or
+    joblib file goes through staging's streaming rewriter: bounded reads, the model is never built, so
+    converting needs no memory to hold it. Raises ValueError when the rewriter cannot prove the result exact."""
     source_format, target_format = format_of(source), format_of(target)
     protocol = pickle_protocol(source)
-    model = load_model_file(source, source_format, mmap=True)  # mapped where possible: one copy, the new file
-    save_model(model, target, target_format)
+    details: dict[str, Any] = {}
+    if target_format == BIGPICKLE and source_format != BIGPICKLE:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            report, result = rewrite_file(source, source_format, tmp, allowlist or default_allowlist())
+            report.raise_if_unsafe()
+            if result.layout is None:
+                raise ValueError(f"{source} cannot be rewritten exactly: {result.reason}")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        details = result.details()
+    else:
+        model = load_model_file(source, source_format, mmap=True)  # mapped where possible: one copy, the new file
+        save_model(model, target, target_format)
     return {
         "source": str(source),
         "source_format": source_format,
@@ -233,4 +339,5 @@ def convert(source: Path, target: Path) -> dict[str, Any]:
         "target_format": target_format,
         "target_protocol": PICKLE_PROTOCOL,
         "target_bytes": target.stat().st_size,
+        **({"layout": details} if details else {}),
     }

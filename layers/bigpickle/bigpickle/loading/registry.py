@@ -11,6 +11,7 @@ previous one keeps answering if memory allowed keeping both, and every request l
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -30,7 +31,8 @@ from bigpickle.errors import BigPickleError, ModelLoadError, ModelNotReadyError
 from bigpickle.loading import heap
 from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mib, process_rss
 from bigpickle.loading.compat import check_versions
-from bigpickle.loading.quarantine import guarded_load_model_file
+from bigpickle.loading.formats import load_model_file
+from bigpickle.loading.quarantine import guarded, guarded_load_model_file
 from bigpickle.observability import MetricUnit, logger, metrics, tracer
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.store import Manifest, ModelStore, validate_model_name
@@ -43,7 +45,7 @@ ASSUMED_LOAD_RATE = 200 * MiB  # bytes per second, only to tell a client how lon
 # A load moves on only while an invocation runs here, so the retry itself is what finishes it: retry at once.
 RETRY_AFTER_SECONDS = 1
 
-# (path, fmt, *, mmap, sha256, allowlist) -> model; loading.load_model_file unless a test injects one
+# (path, fmt, *, mmap, sha256, allowlist, layout) -> model; loading.load_model_file unless a test injects one
 Loader = Callable[..., Any]
 
 
@@ -117,7 +119,7 @@ class ModelRegistry:
             version_check=settings.model_version_check,
             budget=MemoryBudget(limit=settings.function_memory_bytes, baseline=process_rss()),
             allowlist=Allowlist(settings.pickle_allowlist_extra),
-            **seams,
+            **{"loader": guarded(functools.partial(load_model_file, verify=settings.model_verify)), **seams},
         )
 
     # -- serving --
@@ -301,7 +303,14 @@ class ModelRegistry:
         log = {"model": manifest.name, "version": manifest.version, "bytes": manifest.bytes, "mmap": self.mmap}
         logger.info("loading model", extra={**log, "expected_memory_bytes": cost.bytes, "protocol": cost.protocol})
         rss_before, started = process_rss(), time.perf_counter()
-        model = self.loader(path, manifest.format, mmap=self.mmap, sha256=manifest.sha256, allowlist=self.allowlist)
+        model = self.loader(
+            path,
+            manifest.format,
+            mmap=self.mmap,
+            sha256=manifest.sha256,
+            allowlist=self.allowlist,
+            layout=manifest.details.get("layout"),  # a published layout's own digests (loading/formats.py)
+        )
         seconds = time.perf_counter() - started
         return LoadedModel(manifest, model, seconds, cost, self.mmap, process_rss() - rss_before)
 

@@ -64,7 +64,7 @@ class HashingReader:
 def check_sha256(path: Path, expected: str | None, actual: str) -> None:
     if expected is not None and actual != expected:
         raise ModelIntegrityError(
-            f"{path.name}: sha256 is {actual}, its manifest says {expected}; the file was corrupted or replaced "
+            f"{path}: sha256 is {actual}, its manifest says {expected}; the file was corrupted or replaced "
             "after staging. Re-stage the model (upload it to S3 again) or roll back to another version."
         )
 

@@ -8,15 +8,22 @@ from typing import Any
 
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.safety.hashing import hash_file
+from bigpickle.safety.layout import BIGPICKLE
 from bigpickle.safety.scanner import PickleScanner
+from bigpickle.safety.uploads import check_bigpickle
 from bigpickle.store import model_format
 
 
 def inspect_file(path: Path, allowlist: Allowlist | None = None) -> dict[str, Any]:
     fmt = model_format(path.name) or "pickle"
-    scanner = PickleScanner(fmt, allowlist)
-    sha256 = hash_file(path, [scanner])
-    report = scanner.finish()
+    if fmt == BIGPICKLE:  # its stream lies where the index says: the layout is checked, the stream scanned
+        sha256 = hash_file(path)
+        report, _ = check_bigpickle(path, allowlist or Allowlist())
+        report.bytes = path.stat().st_size
+    else:
+        scanner = PickleScanner(fmt, allowlist)
+        sha256 = hash_file(path, [scanner])
+        report = scanner.finish()
     return {
         "file": str(path),
         "format": fmt,

@@ -29,6 +29,9 @@ SMALL_PAYLOAD = 4 * KiB  # payloads up to this are kept (names, versions); large
 MAX_LINE = 64 * KiB  # text arguments (GLOBAL names) longer than this are refused
 MAX_STACK = 1 << 20
 MAX_SMALL_CONTAINER = 256  # tuples/dicts tracked item by item up to this size
+# What one opcode can make at most besides its payload (one object, or one item of a container, or a memo
+# slot): the allocation bound of a stream is its payloads, this per opcode, and what calls allocate.
+ALLOCATION_PER_OPCODE = 128
 FEED = 64 * KiB  # bytes parsed per step when not skipping a payload
 TRAILING_ALLOWED = {"bigpickle"}  # formats whose files carry data after the pickle's STOP
 
@@ -48,6 +51,13 @@ class _Mark:
 
 OPAQUE = _Opaque()
 MARK = _Mark()
+
+
+@dataclass(frozen=True)
+class _Payload:
+    """A byte payload the scanner counted without keeping it."""
+
+    length: int
 
 
 @dataclass(eq=False)
@@ -78,6 +88,8 @@ class ScanReport:
     numpy_spellings: set[str] = field(default_factory=set)
     oob_buffers: int = 0
     trailing_bytes: int = 0
+    stream_bytes: int | None = None  # where the outermost STOP ends the pickle
+    allocation_bytes: int = 0  # what loading it allocates at most, from the stream's own contents
 
     @property
     def safe(self) -> bool:
@@ -99,6 +111,7 @@ class ScanReport:
             "numpy_version": self.numpy_version,
             "pickle_opcodes": self.opcodes,
             "oob_buffers": self.oob_buffers,
+            "allocation_bytes": self.allocation_bytes,
             "scan_verdict": "safe" if self.safe else "refused",
         }
 
@@ -147,6 +160,8 @@ class PickleScanner:
         self._frame_end = 0
         self._done = False
         self._dead = False
+        self._payload_bytes = 0  # every counted argument: what the load allocates for bytes and strings
+        self._call_bytes = 0  # what calls allocate from their arguments (bytes(n), bytearray(n))
 
     # -- feeding --
 
@@ -164,6 +179,7 @@ class PickleScanner:
                 return
             if self._skip and not self._pending:
                 take = min(self._skip, n - i)
+                self._payload(view[i : i + take])
                 self._skip -= take
                 self._offset += take
                 i += take
@@ -177,6 +193,9 @@ class PickleScanner:
         """The report, once every byte was fed; a stream without STOP is refused as truncated."""
         if not self._dead and not self._done:
             self._refuse("the pickle is truncated: it ends before its STOP opcode")
+        self.report.allocation_bytes = (
+            self._payload_bytes + self._call_bytes + ALLOCATION_PER_OPCODE * (self.report.opcodes + len(self._memo))
+        )
         return self.report
 
     def verdict(self) -> ScanReport:
@@ -190,9 +209,11 @@ class PickleScanner:
             while pos < len(buf) and not self._done:
                 if self._skip:
                     take = min(self._skip, len(buf) - pos)
+                    self._payload(bytes(buf[pos : pos + take]))
                     self._skip -= take
                     pos += take
                 elif self._padding_then is not None:
+                    self._padding(buf[pos])
                     self._skip = buf[pos] + self._padding_then
                     self._padding_then = None
                     pos += 1
@@ -241,6 +262,8 @@ class PickleScanner:
                 p += length
             else:  # counted, never held
                 self._skip = length
+            self._payload_bytes += length
+            self._check_frame(pos, p + (length if length > SMALL_PAYLOAD else 0))
         elif kind == _LINES_ARG:
             lines = []
             for _ in range(size):
@@ -250,12 +273,36 @@ class PickleScanner:
                 lines.append(bytes(buf[p:nl]))
                 p = nl + 1
             arg = lines
+        if kind != _COUNTED_ARG:
+            self._check_frame(pos, p)
         self.report.opcodes += 1
         self._at = self._offset + p
-        handler(self, arg)
+        self._opcode(code, bytes(buf[pos:p]), arg, handler)
         if len(self._stack) > MAX_STACK:
             raise _Fatal(f"the stack grew past {MAX_STACK} items")
         return p
+
+    def _opcode(self, code: int, raw: bytes, arg: Any, handler: Callable[[PickleScanner, Any], None]) -> None:
+        """Run one opcode's handler; `raw` is the opcode as read (a large payload follows through `_payload`).
+        A hook: the rewriter (safety.rewriter) re-emits the stream from here."""
+        handler(self, arg)
+
+    def _payload(self, chunk: bytes | memoryview) -> None:
+        """A piece of a large payload the scanner steps over (a hook, like `_opcode`)."""
+
+    def _padding(self, length: int) -> None:
+        """joblib: the padding-length byte before an array's bytes (a hook, like `_opcode`)."""
+
+    def _check_frame(self, pos: int, end: int) -> None:
+        """The standard pickler ends a frame between two opcodes, and writes a large payload outside any
+        frame. An opcode that straddles a frame's end is read one way here and another way by an unpickler
+        that re-reads after the frame (CPython's, from a file without `peek`): refuse it."""
+        start, stop = self._offset + pos, self._offset + end
+        if start < self._frame_end < stop:
+            raise _Fatal(
+                f"the opcode at offset {start} crosses the end of its frame at offset {self._frame_end} "
+                "(the standard pickler never writes this; unpicklers would read it differently)"
+            )
 
     def _not_an_opcode(self, code: int, pos: int) -> str:
         if not self.report.opcodes:
@@ -326,7 +373,34 @@ class PickleScanner:
             self._refuse(f"offset {self._at}: calls an object that is not a named global (a stack or memo trick)")
             self._push(OPAQUE)
             return
+        if not self.allowlist.may_call(func.module, func.name) and self.allowlist.allows(func.module, func.name):
+            # references, not calls: a ufunc or type a model keeps as an attribute is never run while loading
+            self._refuse(f"offset {self._at}: calls {func.module}.{func.name}, which a model may only reference")
+        problem = self._call_problem(func, args)
+        if problem:
+            self._refuse(f"offset {self._at}: {problem}")
         self._push(_Call(func, args))
+
+    def _call_problem(self, func: _Global, args: Any) -> str | None:
+        """What a call would allocate or build that its arguments do not bound, or an array its buffer
+        does not cover."""
+        callee = (func.module, func.name)
+        first = args[0] if isinstance(args, tuple) and args else None
+        if callee in _SIZED_BUILDERS and type(first) is int:
+            self._call_bytes += max(first, 0)
+        if callee in _CONTAINER_BUILDERS and isinstance(first, _Call):
+            return (
+                f"{func.name}() of what {first.func.module}.{first.func.name} returns: "
+                "an allocation the stream's contents do not bound"
+            )
+        numpy_core = func.module.startswith(("numpy.core.", "numpy._core."))
+        if numpy_core and func.name == "_reconstruct" and not (isinstance(args, tuple) and args[1:2] == ((0,),)):
+            return "numpy _reconstruct with a shape other than (0,), which numpy never writes"
+        if numpy_core and func.name == "_frombuffer":
+            if not (isinstance(args, tuple) and len(args) == 4):
+                return "numpy _frombuffer without (buffer, dtype, shape, order)"
+            return _covers(_length(args[0]), args[1], args[2], "_frombuffer")
+        return None
 
     def _set_items(self, target: Any, items: list[Any]) -> None:
         if len(items) % 2:
@@ -346,14 +420,19 @@ class PickleScanner:
             self.report.protocol = arg
 
     def op_stop(self, _arg: None) -> None:
+        if self._frame_end > self._at:
+            raise _Fatal(f"the frame around STOP at offset {self._at - 1} extends past it, to {self._frame_end}")
         self._pop()
         if self._outer:  # the end of a joblib object array: back to the outer stream, which gets the array
             self._stack, self._memo = self._outer.pop()
             self._push(OPAQUE)
             return
         self._done = True
+        self.report.stream_bytes = self._at
 
     def op_frame(self, arg: int) -> None:
+        if self._at - 9 < self._frame_end:
+            raise _Fatal(f"a FRAME at offset {self._at - 9} begins inside the previous frame")
         self._frame_end = self._at + arg
 
     def op_int(self, arg: Any) -> None:
@@ -390,6 +469,9 @@ class PickleScanner:
             self._push(OPAQUE if arg is None else arg.decode("ascii"))
         except UnicodeDecodeError:
             self._push(OPAQUE)
+
+    def op_bytes(self, arg: bytes | None) -> None:
+        self._push(_Payload(self._skip) if arg is None else arg)
 
     def op_opaque(self, _arg: Any) -> None:
         self._push(OPAQUE)
@@ -544,7 +626,15 @@ class PickleScanner:
             return
         if isinstance(target, _Call):
             target.state = state
-            if self._joblib and (target.func.module, target.func.name) == JOBLIB_ARRAY_WRAPPER:
+            callee = (target.func.module, target.func.name)
+            problem = None
+            if callee == ("numpy", "dtype"):
+                problem = _dtype_problem(target)
+            elif target.func.name == "_reconstruct" and isinstance(state, tuple) and len(state) == 5:
+                problem = _covers(_length(state[4]), state[2], state[1], "an array's state")
+            if problem:
+                self._refuse(f"offset {self._at}: {problem}")
+            if self._joblib and callee == JOBLIB_ARRAY_WRAPPER:
                 self._joblib_array(state)
 
     def _joblib_array(self, state: Any) -> None:
@@ -561,6 +651,7 @@ class PickleScanner:
             return
         self._push(OPAQUE)
         nbytes = count * itemsize
+        self._payload_bytes += nbytes
         if isinstance(state, dict) and state.get("numpy_array_alignment_bytes") is not None:
             self._padding_then = nbytes
         else:
@@ -600,6 +691,84 @@ def _dtype_layout(dtype: Any) -> tuple[int | None, bool]:
     return size, hasobject
 
 
+_SIZED_BUILDERS = {("builtins", "bytes"), ("builtins", "bytearray")}
+_CONTAINER_BUILDERS = {("builtins", n) for n in ("set", "frozenset", "list", "tuple", "bytes", "bytearray", "dict")}
+_OBJECT_FLAGS = 63  # numpy's flags for the object dtype; 1 (NPY_ITEM_REFCOUNT) marks any dtype holding objects
+
+
+def _length(buffer: Any) -> int | None:
+    if isinstance(buffer, bytes):
+        return len(buffer)
+    return buffer.length if isinstance(buffer, _Payload) else None
+
+
+def _covers(length: int | None, dtype: Any, shape: Any, what: str) -> str | None:
+    """An array from `length` bytes: its shape and dtype must need exactly that many (numpy checks the
+    count, but trusts the dtype's item size: a forged one reads past the buffer)."""
+    if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
+        return f"{what} has a shape that is not a tuple of non-negative ints"
+    itemsize, hasobject = _dtype_layout(dtype)
+    if hasobject or length is None:  # objects come as a list; an out-of-band buffer is checked at load
+        return None
+    if itemsize is None:
+        return f"{what} has a dtype whose item size cannot be told"
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * itemsize != length:
+        return f"{what} needs {count * itemsize} bytes for its shape and dtype, its buffer has {length}"
+    return None
+
+
+def _dtype_problem(dtype: _Call) -> str | None:
+    """A pickled numpy.dtype must be one numpy itself writes: exact ints, an element size that agrees with
+    its type, subarray and fields inside it, objects only in the object dtype."""
+    typestr = dtype.args[0] if isinstance(dtype.args, tuple) and dtype.args else None
+    state = dtype.state
+    if not isinstance(typestr, str) or not isinstance(state, tuple) or len(state) not in (8, 9):
+        return "a numpy dtype whose arguments or state numpy never writes"
+    _version, byteorder, sub, names, fields, elsize, alignment, flags = state[:8]
+    if not all(type(v) is int for v in (_version, elsize, alignment, flags)):
+        return "a numpy dtype state with a non-int element size, alignment or flags (non-canonical encoding)"
+    if byteorder not in ("<", ">", "|", "="):
+        return f"a numpy dtype with byte order {byteorder!r}"
+    code = typestr.lstrip("<>=|")
+    kind, digits = code[:1], code[1:]
+    if (kind in "Mm") != (_version == 4 and len(state) == 9):  # only datetimes carry (version 4, unit metadata)
+        return f"a numpy {typestr!r} dtype with a state of version {_version} and {len(state)} items"
+    itemsize, hasobject = _dtype_layout(dtype)
+    if kind == "O":
+        return None if flags == _OBJECT_FLAGS and sub is None and fields is None else "a forged object dtype"
+    if flags & 1 or hasobject:
+        return "a numpy dtype holding objects inside a raw-bytes type (forged pointers)"
+    if kind != "V":
+        if sub is not None or names is not None or fields is not None:
+            return f"a numpy {typestr!r} dtype with a subarray or fields"
+        if elsize not in (-1, itemsize):
+            return f"a numpy {typestr!r} dtype whose element size says {elsize}"
+        return None
+    if not digits.isdigit() or elsize != int(digits):
+        return f"a numpy void dtype {typestr!r} whose element size says {elsize}"
+    if sub is not None:
+        base, shape = sub if isinstance(sub, tuple) and len(sub) == 2 else (None, None)
+        if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
+            return "a numpy subarray dtype without a shape of ints"
+        count = 1
+        for dim in shape:
+            count *= dim
+        if _dtype_layout(base)[0] is None or _dtype_layout(base)[0] * count != elsize:
+            return "a numpy subarray dtype whose base and shape do not fill its element size"
+    if fields is not None:
+        if not isinstance(fields, dict) or not isinstance(names, tuple) or set(names) != set(fields):
+            return "a numpy structured dtype whose names and fields disagree"
+        for spec in fields.values():
+            field_size = _dtype_layout(spec[0])[0] if isinstance(spec, tuple) and len(spec) in (2, 3) else None
+            offset = spec[1] if field_size is not None else None
+            if type(offset) is not int or offset < 0 or field_size is None or offset + field_size > elsize:
+                return "a numpy structured dtype with a field outside its element size"
+    return None
+
+
 def _array_layout(state: Any) -> tuple[int | None, bool, int]:
     if not isinstance(state, dict):
         return None, False, 0
@@ -622,13 +791,10 @@ _HANDLERS: dict[str, Callable[[PickleScanner, Any], None]] = {
     **dict.fromkeys(("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"), PickleScanner.op_text),
     "UNICODE": PickleScanner.op_text_line,
     **dict.fromkeys(("SHORT_BINSTRING", "BINSTRING"), PickleScanner.op_py2_string),
+    **dict.fromkeys(("SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BYTEARRAY8"), PickleScanner.op_bytes),
     **dict.fromkeys(
         (
             "STRING",
-            "BINBYTES",
-            "SHORT_BINBYTES",
-            "BINBYTES8",
-            "BYTEARRAY8",
             "FLOAT",
             "BINFLOAT",
             "EMPTY_LIST",

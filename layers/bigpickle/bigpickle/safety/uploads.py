@@ -1,0 +1,115 @@
+"""What staging publishes for an upload: the checked form of its bytes, decided while they stream in.
+
+    upload               sink during the copy                    published
+    .pkl .pickle .joblib PickleRewriter (scanner + rewriter)     model.bpk, rewritten; or the upload as it
+                                                                 came when the rewrite cannot be proven exact
+    .bpk                 counted only                            the upload, once its layout checked out:
+                                                                 trailer, index, offsets, stream = STOP,
+                                                                 one buffer per out-of-band reference
+
+The manifest's `details["layout"]` says which, and why (`rewritten`, `reason`), with the published file's
+own checksum and digest (`file_checksum` of the whole file, `stream_sha256` of the stream then the index,
+what a load hashes by default)
+next to `sha256`, which stays the digest of the object as uploaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bigpickle.safety.allowlist import Allowlist
+from bigpickle.safety.layout import BIGPICKLE, LayoutError, check_against_scan, read_layout
+from bigpickle.safety.rewriter import COPY_CHUNK, PickleRewriter
+from bigpickle.safety.scanner import PickleScanner, ScanReport
+
+REWRITTEN_FILE = "model.bpk"
+
+
+class _CountingSink:
+    """A .bpk upload's sink: its layout is checked from the file once the copy is complete."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.bytes += len(data)
+
+
+UploadSink = PickleRewriter | _CountingSink
+
+
+@dataclass(frozen=True)
+class PublishedForm:
+    file: str  # the file name inside the version folder
+    format: str
+    details: dict[str, Any] = field(default_factory=dict)  # merged into the manifest's details
+
+
+def upload_sink(fmt: str, incoming: Path, allowlist: Allowlist) -> UploadSink:
+    """The sink that reads an upload of `fmt` as it is copied into the folder `incoming`."""
+    if fmt == BIGPICKLE:
+        return _CountingSink()
+    return PickleRewriter(incoming / REWRITTEN_FILE, fmt, allowlist)
+
+
+def finish_upload(
+    sink: UploadSink, upload: Path, fmt: str, allowlist: Allowlist
+) -> tuple[ScanReport, PublishedForm | None]:
+    """Once every byte went through `sink`: the scan report, and (when it is safe) what to publish. The
+    upload file is removed when the rewritten one replaces it."""
+    if isinstance(sink, _CountingSink):
+        return check_bigpickle(upload, allowlist)
+    report = sink.finish()
+    if not report.safe:
+        sink.publish()  # removes the partial rewrite
+        return report, None
+    result = sink.publish()
+    if result.layout is None:
+        return report, PublishedForm(upload.name, fmt, {"layout": result.details()})
+    upload.unlink()
+    source = {"file": upload.name, "format": fmt}
+    return report, PublishedForm(REWRITTEN_FILE, BIGPICKLE, {"layout": result.details(), "source": source})
+
+
+def check_bigpickle(path: Path, allowlist: Allowlist) -> tuple[ScanReport, PublishedForm | None]:
+    """Check an uploaded .bpk completely: its layout, and its stream scanned to STOP from the file
+    (bounded reads; the buffers are not read). A malformed file is refused with the reason."""
+    scanner = PickleScanner(BIGPICKLE, allowlist)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        try:
+            layout = read_layout(f, os.fstat(f.fileno()).st_size)
+        except LayoutError as exc:
+            scanner.report.problems.append(f"malformed bigpickle layout: {exc}")
+            return scanner.report, None
+        f.seek(layout.stream_offset)
+        left = layout.pickle_bytes
+        while left and (chunk := f.read(min(left, COPY_CHUNK))):
+            scanner.update(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+        f.seek(layout.index_offset)
+        digest.update(f.read(layout.index_length))
+    report = scanner.finish()
+    if not report.safe:
+        return report, None
+    try:
+        check_against_scan(layout, report.stream_bytes, report.oob_buffers)
+    except LayoutError as exc:
+        report.problems.append(f"malformed bigpickle layout: {exc}")
+        return report, None
+    details = {
+        "rewritten": False,
+        "reason": "uploaded in the bigpickle layout",
+        "version": layout.version,
+        "stream_sha256": digest.hexdigest(),
+        "pickle_bytes": layout.pickle_bytes,
+        "buffers": len(layout.buffers),
+        "buffer_bytes": layout.buffer_bytes,
+        "copied_bytes": layout.copied_bytes,
+    }
+    return report, PublishedForm(path.name, BIGPICKLE, {"layout": details})
