@@ -3,8 +3,8 @@ model holding one numpy array larger than 2**31 - 1 bytes is staged from the loc
 mapped and served; its predictions equal the in-process model's and the container is never killed. Prints
 the warm predict latency beside the same model in an unlimited container.
 
-The upload format is one constant: today a `.bpk` made with `bigpickle convert` (served mapped with
-MODEL_MMAP=on); once staging rewrites every pickle into the mapped layout, a plain `.pkl` upload."""
+The upload is a plain protocol-5 `.pkl`, as the seed's team would upload it: staging rewrites it into the
+mapped layout, and the predict function maps it by default (MODEL_MMAP is not set)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from tests.infra.conftest import REPO
 
 from .harness import LambdaContainer, api_event
 
-UPLOAD_SUFFIX = ".bpk"  # the coordinator switches this to ".pkl" once staging publishes every pickle mapped
-PREDICT_ENV = {"MODEL_MMAP": "on", "MODEL_NAME": "huge"}
+UPLOAD_SUFFIX = ".pkl"  # ".bpk" uploads a layout made by `bigpickle convert` instead
+PREDICT_ENV = {"MODEL_NAME": "huge"}
 ARRAY_BYTES = 2**31 + 64 * 2**20  # one array just past what a signed 32-bit length can say
 FEATURES = 16
 WARM_REQUESTS = 5
