@@ -24,13 +24,6 @@ from tests.helpers import BUCKET, s3_put_event
 from tests.safety.estimators import REFUSED_ON_PURPOSE, fitted_cases, sweep_cases
 
 CASES = sweep_cases()
-# Served wrongly for reasons outside the allowlist (they load; the serving layer mishandles multi-output models).
-SERVING_GAPS = {
-    **dict.fromkeys(("ClassifierChain", "MultiOutputClassifier"), "metadata: classes_ is a list, describe() -> 500"),
-    **dict.fromkeys(
-        ("MultiOutputRegressor", "RegressorChain"), "predict: a Fortran-ordered 2-D answer makes the handler raise"
-    ),
-}
 PREDICT_ROWS = 5
 
 
@@ -96,7 +89,7 @@ def test_every_registry_estimator_and_common_option_is_staged_and_served_through
     served = len(CASES) - len(refused)
     print(f"allowlist coverage: {served}/{len(CASES)} cases staged and served")  # the figure docs/security.md cites
     assert refused.keys() == REFUSED_ON_PURPOSE.keys(), refused
-    assert wrong.keys() <= SERVING_GAPS.keys(), wrong
+    assert wrong == {}
 
 
 class _CallRecorder(PickleScanner):

@@ -372,7 +372,12 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
         "runtime_numpy_version": np.__version__,
         "n_features_in": getattr(model, "n_features_in_", None),
         "feature_names": None if feature_names is None else [str(n) for n in feature_names],
-        "classes": None if classes is None else classes.tolist(),
+        # A multi-output classifier (MultiOutputClassifier, ClassifierChain) has a list of class arrays, one per output.
+        "classes": None
+        if classes is None
+        else [np.asarray(labels).tolist() for labels in classes]
+        if isinstance(classes, list)
+        else np.asarray(classes).tolist(),
         "supports_probabilities": hasattr(model, "predict_proba"),
         "load_seconds": round(loaded.load_seconds, 3),
         # What loading cost: an old pickle protocol shows here as ~2.3x the bytes.

@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 
@@ -33,6 +34,66 @@ from bigpickle.serving.validation import (
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+# Array kinds orjson writes itself (bool, int, uint, float): such an array, C-ordered in native byte order, is
+# handed over as it is; that is the numeric fast path.
+_NUMPY_NATIVE_KINDS = frozenset("biuf")
+_JSON_LEAVES = (str, int, float, bool, type(None))
+
+
+def jsonable(value: Any, what: str) -> Any:
+    """A model's output (`what`: predictions, probabilities, classes) as something `_dumps` writes, whatever the
+    model type: numeric arrays of any order and byte order, object or string arrays (class labels), numpy
+    scalars, sparse matrices, pandas objects, and lists of these (one per output). Anything else (complex
+    numbers, bytes, arbitrary objects) is a PredictionFailedError naming it, raised inside the route so it is
+    answered as JSON instead of failing the invocation."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in _NUMPY_NATIVE_KINDS:
+            if value.ndim and value.flags.c_contiguous and value.dtype.isnative:
+                return value
+            return value.item() if not value.ndim else np.ascontiguousarray(value, value.dtype.newbyteorder("="))
+        return jsonable(value.tolist(), what)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item, what) for item in value]
+    if isinstance(value, np.generic):
+        return jsonable(value.item(), what)
+    if isinstance(value, _JSON_LEAVES):
+        return value
+    if hasattr(value, "toarray"):  # a scipy sparse matrix or array
+        return jsonable(value.toarray(), what)
+    if hasattr(value, "to_numpy"):  # a pandas Series or DataFrame
+        return jsonable(value.to_numpy(), what)
+    raise PredictionFailedError(
+        f"the model answered {what} holding {type(value).__name__} values, which have no JSON form"
+    )
+
+
+def probabilities_per_output(model: Any, probabilities: Any) -> tuple[Any, Any]:
+    """`predict_proba` and the classes in the documented shape (docs/api.md): as the model gives them for one
+    output; for several outputs (a list `classes_`), one [row][class] list per output and one class list per
+    output. A multilabel model's (n_rows, n_outputs) array of positive-class probabilities (scikit-learn's other
+    multilabel form, e.g. ClassifierChain) becomes that per-output form; any other shape is a 400."""
+    classes = getattr(model, "classes_", None)  # a mixture model gives probabilities without classes
+    if not isinstance(classes, list):
+        return jsonable(probabilities, "probabilities"), jsonable(classes, "classes")
+    outputs = len(classes)
+    if isinstance(probabilities, list) and len(probabilities) == outputs:
+        per_output = probabilities
+    elif (
+        isinstance(probabilities, np.ndarray)
+        and probabilities.ndim == 2
+        and probabilities.shape[1] == outputs
+        and all(len(labels) == 2 for labels in classes)
+    ):
+        per_output = [np.column_stack([1 - positive, positive]) for positive in probabilities.T]
+    else:
+        shape = getattr(probabilities, "shape", None) or f"a {type(probabilities).__name__}"
+        raise BadRequestError(
+            f"{type(model).__name__} gives probabilities as {shape}, which has no per-output form for its "
+            f'{outputs} outputs; omit "probabilities"'
+        )
+    return jsonable(per_output, "probabilities"), jsonable(classes, "classes")
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -96,13 +157,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         ):
             metrics.add_metadata(key=key, value=value)
         answer: dict[str, Any] = {
-            "predictions": predictions,
+            "predictions": jsonable(predictions, "predictions"),
             "model_name": name,
             "model_version": loaded.manifest.version,
         }
         if probabilities is not None:
-            answer["probabilities"] = probabilities
-            answer["classes"] = loaded.model.classes_
+            answer["probabilities"], answer["classes"] = probabilities_per_output(loaded.model, probabilities)
         return answer
 
     @app.post("/v1/models/<name>:predict")
