@@ -131,8 +131,11 @@ class LambdaContainer:
     def invoke(self, event: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
         """The function's answer to `event`, as Lambda's Invoke API returns it."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{INVOKE_PATH}", data=json.dumps(event).encode())
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:  # the emulator's 5xx: the function died; its log says how
+            raise AssertionError(f"{self.name} answered {exc.code}: {exc.read()!r}\n{self.logs()[-6000:]}") from None
 
     def http(self, event: dict[str, Any], timeout: float = 300) -> tuple[int, dict[str, Any]]:
         """(status, JSON body) of an API Gateway event's answer."""

@@ -27,10 +27,16 @@ def test_each_crc_s3_reports_is_computed_and_compared(algorithm: str) -> None:
     assert full_object_checksum({f"Checksum{algorithm}": expected}) == (algorithm, expected)
 
 
-def test_given_no_awscrt_then_importing_the_checksums_fails_loudly_instead_of_skipping_crc32c() -> None:
-    without_awscrt = "import sys; sys.modules['awscrt'] = None; import bigpickle.checksums"
+def test_given_no_awscrt_then_a_crc32c_check_fails_loudly_instead_of_being_skipped() -> None:
+    # given a runtime without awscrt (the predict function's layers), where the module still imports
+    without_awscrt = (
+        "import sys; sys.modules['awscrt'] = None; import bigpickle.checksums as c; print('imported');"
+        " c.ChecksumVerifier('CRC32C', 'AAAAAA==')"
+    )
 
+    # when a CRC32C is to be verified
     run = subprocess.run([sys.executable, "-c", without_awscrt], capture_output=True, text=True, timeout=60)
 
-    assert run.returncode != 0
+    # then it fails, saying what is missing
+    assert run.stdout.strip() == "imported" and run.returncode != 0
     assert "bigpickle needs awscrt to verify S3's CRC32C and CRC64NVME checksums" in run.stderr

@@ -14,13 +14,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-try:
-    from awscrt import checksums as _crt
-except ImportError as missing:  # never skip a check silently: S3's default checksum (CRC64NVME) needs this
-    raise ImportError(
-        "bigpickle needs awscrt to verify S3's CRC32C and CRC64NVME checksums (pip install awscrt; the "
-        "bigpickle layer ships it)"
-    ) from missing
+
+def _crt() -> Any:
+    """awscrt's checksums, imported on first use: only the stage function ships awscrt (its own layer), and
+    the predict function, which imports this module for `Sink`, never computes a CRC32C or CRC64NVME."""
+    try:
+        from awscrt import checksums
+    except ImportError as missing:  # never skip a check silently: S3's default checksum (CRC64NVME) needs this
+        raise ImportError(
+            "bigpickle needs awscrt to verify S3's CRC32C and CRC64NVME checksums (pip install awscrt; the "
+            "stage function's layer ships it)"
+        ) from missing
+    return checksums
 
 
 class Sink(Protocol):
@@ -47,8 +52,8 @@ class _Crc:
 CHECKSUM_FACTORIES: dict[str, Callable[[], Any]] = {
     "CRC32": lambda: _Crc(zlib.crc32, 4),
     # awscrt reads any buffer (a memoryview of a part buffer) without copying it
-    "CRC32C": lambda: _Crc(_crt.crc32c, 4),
-    "CRC64NVME": lambda: _Crc(_crt.crc64nvme, 8),
+    "CRC32C": lambda: _Crc(_crt().crc32c, 4),
+    "CRC64NVME": lambda: _Crc(_crt().crc64nvme, 8),
     "SHA1": hashlib.sha1,
     "SHA256": hashlib.sha256,
 }

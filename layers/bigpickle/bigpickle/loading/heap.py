@@ -4,7 +4,9 @@ The imported libraries and a loaded model are hundreds of thousands of long-live
 collection walks all of them (~0.2 s with a 100-tree forest) and lands on whichever request triggers it,
 so after each load everything alive is frozen: out of the collector's sight, which is what `gc.freeze`
 is for. Released models are collected before anything else is loaded (their reference cycles, if any,
-must not survive into the next model's memory), and the survivors frozen again.
+must not survive into the next model's memory). The freeze after a load does not collect first: a full
+collection walks the whole heap (a large share of a mapped load's time, benchmarks/load_bench.py), and the
+little cyclic garbage a load leaves is collected with the next release.
 
 A request allocates a container per row (a 1,000-row body is ~1,000 lists, all freed by reference
 counting when it ends); at the default threshold of 700 that runs a young collection on every such
@@ -31,6 +33,5 @@ def collect_released() -> None:
 
 
 def freeze_survivors() -> None:
-    """After a load: collect what the load and any released model left, then freeze what is alive."""
-    collect_released()
+    """After a load: freeze what is alive (released models were collected before the load began)."""
     gc.freeze()

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import resource
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ BUDGET_FLOOR = 256 * MiB  # ...and at least this much (small models' Python obje
 BASE_SECONDS = 30.0
 SECONDS_PER_GIB = 60.0
 LOADER_MODULE = "bigpickle.loading.formats"
+Probe = Callable[[Any], Any]  # the loaded model -> something picklable learnt from it
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def _fingerprint(objects: list[tuple[str, Any]]) -> dict[str, int]:
     return prints
 
 
-def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, budget: int) -> None:
+def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, budget: int, probe: Probe | None) -> None:
     gc.disable()  # the child is brief; a collection would only cost time
     try:
         # Imported before the limit (preloaded by the fork server): the libraries' own mappings are not the
@@ -93,18 +95,20 @@ def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, budget: int) -
         before = _fingerprint(objects)
         limit = _address_space() + budget
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        load_model_file(path, fmt, allowlist=allowlist)
+        model = load_model_file(path, fmt, allowlist=allowlist)
         changed = sorted(key for key, value in _fingerprint(objects).items() if before.get(key) != value)
         if changed:
             raise UnsafePickleError([f"the load changed {', '.join(changed[:5])} for the whole process"])
+        learnt = probe(model) if probe is not None else None
     except UnsafePickleError as exc:
-        conn.send(exc.reasons)
+        conn.send((exc.reasons, None))
     except MemoryError:
-        conn.send(["the trial load ran out of its memory budget (an allocation the file's size does not explain)"])
+        reason = "the trial load ran out of its memory budget (an allocation the file's size does not explain)"
+        conn.send(([reason], None))
     except BaseException as exc:
-        conn.send([f"the trial load failed: {type(exc).__name__}: {exc}"])
+        conn.send(([f"the trial load failed: {type(exc).__name__}: {exc}"], None))
     else:
-        conn.send([])
+        conn.send(([], learnt))
     conn.close()
     os._exit(0)  # no exit handlers: the answer is sent
 
@@ -117,18 +121,23 @@ def _context() -> Any:
     return context
 
 
-def trial_load(path: Path, fmt: str, allowlist: Allowlist, limits: TrialLimits | None = None) -> None:
-    """Load `path` in a limited child; raise UnsafePickleError with the reason if it does not load cleanly."""
+def trial_load(
+    path: Path, fmt: str, allowlist: Allowlist, limits: TrialLimits | None = None, probe: Probe | None = None
+) -> Any:
+    """Load `path` in a limited child; raise UnsafePickleError with the reason if it does not load cleanly.
+    Returns what `probe` (a module-level function: it crosses to the fork server by name) found out about the
+    loaded model, or None without a probe."""
     limits = limits or TrialLimits.for_file(path.stat().st_size)
     context = _context()
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(send, path, fmt, allowlist, limits.memory_bytes), daemon=True)
+    child = context.Process(target=_child, args=(send, path, fmt, allowlist, limits.memory_bytes, probe), daemon=True)
     child.start()
     send.close()
     reasons: list[str] | None = None
+    learnt = None
     if receive.poll(limits.seconds):
         try:
-            reasons = receive.recv()
+            reasons, learnt = receive.recv()
         except EOFError:  # the child died before it could answer
             reasons = None
     child.join(timeout=1 if reasons is not None else 0)
@@ -143,3 +152,4 @@ def trial_load(path: Path, fmt: str, allowlist: Allowlist, limits: TrialLimits |
         raise UnsafePickleError([f"the trial load killed its process ({died})"])
     if reasons:
         raise UnsafePickleError(reasons)
+    return learnt

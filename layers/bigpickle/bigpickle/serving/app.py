@@ -203,7 +203,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         if state == "ready":
             return {"status": "ready", "model": name, "version": version}
         if state == "loading":
-            raise ModelNotReadyError(f"model {name!r} version {version!r} is loading", retry_after_seconds=5)
+            raise ModelNotReadyError(f"model {name!r} version {version!r} is loading", retry_after_seconds=1)
         try:
             manifest = registry.store.read_manifest(name)
         except ModelNotFoundError as exc:
