@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bigpickle.safety.allowlist import Allowlist
-from bigpickle.safety.layout import BIGPICKLE, LayoutError, check_against_scan, read_layout
+from bigpickle.safety.layout import BIGPICKLE, MAGIC, TRAILER, LayoutError, check_against_scan, read_layout
 from bigpickle.safety.rewriter import COPY_CHUNK, PickleRewriter
 from bigpickle.safety.scanner import PickleScanner, ScanReport
 
@@ -56,17 +56,47 @@ def upload_sink(fmt: str, incoming: Path, allowlist: Allowlist) -> UploadSink:
     return PickleRewriter(incoming / REWRITTEN_FILE, fmt, allowlist)
 
 
+JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+EXTENSION_OF = {"pickle": ".pkl", "joblib": ".joblib", BIGPICKLE: ".bpk"}
+
+
+def content_format(path: Path, report: ScanReport) -> str | None:
+    """What the bytes are, whatever the name says: the bigpickle trailer, joblib's array placeholder (the
+    scanner met it), or a pickle's PROTO opcode; None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(1)
+        size = os.fstat(f.fileno()).st_size
+        if size >= TRAILER.size:
+            f.seek(size - TRAILER.size)
+            if TRAILER.unpack(f.read(TRAILER.size))[2] == MAGIC:
+                return BIGPICKLE
+    if JOBLIB_WRAPPER in report.forbidden:
+        return "joblib"
+    return "pickle" if head == b"\x80" else None
+
+
+def _name_the_mismatch(report: ScanReport, upload: Path, fmt: str) -> ScanReport:
+    """A refused upload whose bytes are another format than its extension says is told so first."""
+    found = content_format(upload, report)
+    if found is not None and found != fmt:
+        report.problems.insert(
+            0, f"the content is a {found} file but its name says {fmt}: upload it as model{EXTENSION_OF[found]}"
+        )
+    return report
+
+
 def finish_upload(
     sink: UploadSink, upload: Path, fmt: str, allowlist: Allowlist
 ) -> tuple[ScanReport, PublishedForm | None]:
     """Once every byte went through `sink`: the scan report, and (when it is safe) what to publish. The
     upload file is removed when the rewritten one replaces it."""
     if isinstance(sink, _CountingSink):
-        return check_bigpickle(upload, allowlist)
+        report, published = check_bigpickle(upload, allowlist)
+        return (report, published) if published else (_name_the_mismatch(report, upload, fmt), None)
     report = sink.finish()
     if not report.safe:
         sink.publish()  # removes the partial rewrite
-        return report, None
+        return _name_the_mismatch(report, upload, fmt), None
     result = sink.publish()
     if result.layout is None:
         return report, PublishedForm(upload.name, fmt, {"layout": result.details()})
