@@ -33,9 +33,13 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 # The edit-test loop (under a minute): lint, then the unit tests but the `slow` ones (`make test` runs all).
-.PHONY: check api-fuzz
+.PHONY: check api-fuzz docs
 check: lint
 	$(PY) -m pytest tests/unit -m "not slow" -q
+
+# docs/settings.md from bigpickle.config.SETTINGS (tests/unit/test_settings.py fails when it is stale).
+docs: setup
+	$(PY) -m bigpickle.config > docs/settings.md
 
 # schemathesis against `bigpickle serve` with the demo's model; accepted failures: docs/api-fuzz.md.
 api-fuzz: setup

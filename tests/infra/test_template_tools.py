@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from bigpickle.config import SETTINGS
 
 from tests.infra.conftest import REPO, TEMPLATE, infra_tool, run
 
@@ -47,6 +48,7 @@ def test_given_the_settings_the_library_reads_then_the_template_wires_each_one()
     shipped = [path for path in library.rglob("*.py") if "local" not in path.relative_to(library).parts]
     source = "".join(path.read_text() for path in shipped)
     read = set(re.findall(r"""(?:environ|env)(?:\.get\(|\[|, )\s*["']([A-Z][A-Z0-9_]+)["']""", source))
+    read |= {setting.env for setting in SETTINGS}  # bigpickle.config declares its settings in one table
     set_by_lambda = {name for name in read if name.startswith("AWS_")}
     template = TEMPLATE.read_text()
 

@@ -138,6 +138,7 @@ def test_given_changed_function_code_then_a_new_version_id_is_published(
         ("Architecture", "arm64"),
         ("LogLevel", "DEBUG"),
         ("ModelMmap", "on"),
+        ("ModelVerify", "full"),
         ("ModelRefreshSeconds", "5"),
         ("ModelVersionCheck", "warn"),
         ("MaxBodyBytes", "1048576"),

@@ -78,9 +78,12 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from bigpickle.config import Settings
     from bigpickle.loading.formats import convert
+    from bigpickle.safety import Allowlist
 
-    print(json.dumps(convert(Path(args.source), Path(args.target)), indent=2))
+    allowlist = Allowlist(Settings.from_env().pickle_allowlist_extra)
+    print(json.dumps(convert(Path(args.source), Path(args.target), allowlist=allowlist), indent=2))
     return 0
 
 

@@ -46,7 +46,7 @@ from bigpickle.safety.layout import read_layout as read_layout_from
 from bigpickle.safety.rewriter import OUT_OF_BAND_MIN_BYTES, rewrite_file
 from bigpickle.safety.rewriter import file_checksum as file_checksum_of
 from bigpickle.safety.scanner import PickleScanner
-from bigpickle.safety.unpickler import RestrictedUnpickler, default_allowlist, load_verified
+from bigpickle.safety.unpickler import RestrictedUnpickler, load_verified
 from bigpickle.store import MODEL_FORMATS, model_format, write_file_atomically
 from bigpickle.units import MiB
 
@@ -134,7 +134,7 @@ def load_bigpickle(
     With `stream_sha256` (staging's digest of the stream then the index) only those bytes are hashed;
     without it, or with `full`, the whole file is checked first: against `file_checksum` (a rewritten
     file's, "ALGORITHM:hex") or else `file_sha256` (a file published as uploaded)."""
-    allowlist = (allowlist or default_allowlist()).for_format(BIGPICKLE)
+    allowlist = (allowlist or Allowlist()).for_format(BIGPICKLE)
     if file_checksum and full:
         actual = file_checksum_of(path, file_checksum.split(":")[0])
         if actual != file_checksum:
@@ -319,7 +319,7 @@ def convert(source: Path, target: Path, *, allowlist: Allowlist | None = None) -
     if target_format == BIGPICKLE and source_format != BIGPICKLE:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            report, result = rewrite_file(source, source_format, tmp, allowlist or default_allowlist())
+            report, result = rewrite_file(source, source_format, tmp, allowlist or Allowlist())
             report.raise_if_unsafe()
             if result.layout is None:
                 raise ValueError(f"{source} cannot be rewritten exactly: {result.reason}")

@@ -598,22 +598,10 @@ CLASS_ARGUMENT: dict[tuple[str, str], frozenset[tuple[str, str]] | None] = {
 }
 
 
-def parse_extra(raw: str) -> frozenset[tuple[str, str]]:
-    """`PICKLE_ALLOWLIST_EXTRA`: comma-separated `module:name` (or `module.name`, split at the last dot)."""
-    pairs = set()
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        module, sep, name = item.partition(":") if ":" in item else item.rpartition(".")
-        if not sep or not module or not name:
-            raise ValueError(f"PICKLE_ALLOWLIST_EXTRA entry {item!r} is not module:name")
-        pairs.add((module, name))
-    return frozenset(pairs)
-
-
 @dataclass(frozen=True)
 class Allowlist:
-    """Which globals a model may import; `joblib` adds joblib's array placeholder."""
+    """Which globals a model may import; `extra` are the operator's pairs (`Settings.pickle_allowlist_extra`),
+    `joblib` adds joblib's array placeholder."""
 
     extra: frozenset[tuple[str, str]] = frozenset()
     joblib: bool = False

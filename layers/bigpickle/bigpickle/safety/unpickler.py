@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bigpickle.config import Settings
 from bigpickle.errors import UnsafePickleError
 from bigpickle.safety.allowlist import Allowlist, canonical
 from bigpickle.safety.audit import audit_model
@@ -86,10 +85,6 @@ def _load_stream(path: Path, file: Any, fmt: str, allowlist: Allowlist, mmap: bo
     return RestrictedUnpickler(file, allowlist, buffers=buffers).load()
 
 
-def default_allowlist() -> Allowlist:
-    return Allowlist(Settings.from_env().pickle_allowlist_extra)
-
-
 def load_verified(
     path: Path,
     fmt: str,
@@ -105,8 +100,9 @@ def load_verified(
     sha256 and a fail-fast scanner. Mapped joblib and the bigpickle format: their arrays are mapped or
     read by the format code, not through the unpickler, so one bounded pass hashes and scans the whole
     file first (with a mapping it also warms the page cache the mapping then uses), then the load runs.
+    Without `allowlist`, the built-in one: the caller brings the operator's extra pairs (its Settings).
     """
-    allowlist = (allowlist or default_allowlist()).for_format(fmt)
+    allowlist = (allowlist or Allowlist()).for_format(fmt)
     scanner = PickleScanner(fmt, allowlist, fail_fast=True)
     if fmt == "bigpickle" or (fmt == "joblib" and mmap):
         check_sha256(path, sha256, hash_file(path, [scanner]))
