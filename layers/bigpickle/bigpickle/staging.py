@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import boto3
+from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -38,11 +39,12 @@ from bigpickle.errors import (
     UnsafePickleError,
     UnstageableObjectError,
 )
+from bigpickle.formats import model_format
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
 from bigpickle.safety.trial import fits_in, trial_load
 from bigpickle.safety.uploads import finish_upload, upload_sink
-from bigpickle.store import Manifest, ModelStore, Publication, model_format, validate_model_name
+from bigpickle.store import Manifest, ModelStore, Publication, validate_model_name
 from bigpickle.transfer import (
     ObjectInfo,
     OSUtils,
@@ -53,6 +55,7 @@ from bigpickle.transfer import (
     download,
     head_object,
 )
+from bigpickle.warmup import request_warmups
 
 MODELS_PREFIX = "models"
 CONTINUATION_KEY = "bigpickleContinuation"  # added to the S3 event a stager re-invokes itself with
@@ -448,3 +451,56 @@ def raise_for_retry(results: list[StageResult]) -> None:
     for result in results:
         if result.error is not None:
             raise result.error
+
+
+@dataclass(frozen=True)
+class StageFunction:
+    """What the stage function builds once, while its execution environment initialises, and every
+    invocation reuses: the settings, the S3 client, the store and the warm-up invoker."""
+
+    settings: Settings
+    client: Any
+    store: ModelStore
+    # After a publish, the predict function is invoked asynchronously to load the model (events/warmup.json).
+    warmup_invoke: Invoker | None
+
+    @classmethod
+    def from_env(cls) -> StageFunction:
+        settings = Settings.from_env()
+        predict = settings.predict_function_name
+        return cls(
+            settings=settings,
+            client=boto3.client("s3", config=transfer_config(settings).client_config()),
+            store=ModelStore(settings.models_root),
+            warmup_invoke=lambda_invoker(predict) if predict else None,
+        )
+
+
+def handle_s3_event(event: dict[str, Any], context: Any, function: StageFunction) -> dict[str, Any]:
+    """The stage function's whole answer to an S3 event (or its own continuation): stage each record, warm
+    the predict function for what was published (even when another record failed), then raise the first
+    failure a retry may fix, so S3 retries the event."""
+    records = [
+        S3Record(
+            bucket=record.s3.bucket.name,
+            key=unquote_plus(record.s3.get_object.key),
+            version_id=record.s3.get_object.version_id,
+            sequencer=record.s3.get_object.get("sequencer"),
+            event_name=record.event_name,
+        )
+        for record in S3Event(event).records
+    ]
+    invoke = lambda_invoker(context.invoked_function_arn)  # continuations near the time limit
+    results = stage_event(
+        event,
+        context,
+        client=function.client,
+        store=function.store,
+        settings=function.settings,
+        invoke=invoke,
+        records=records,
+    )
+    if function.warmup_invoke is not None:
+        request_warmups(function.warmup_invoke, results)
+    raise_for_retry(results)
+    return {"results": [r.as_dict() for r in results]}
