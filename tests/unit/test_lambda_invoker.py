@@ -122,7 +122,7 @@ def test_the_stage_handlers_warmup_invoker_names_the_missing_endpoint(
     refused_endpoint: str, lambda_env: Any, context: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PREDICT_FUNCTION_NAME", "bigpickle-predict:live")
-    warmup_invoke = inspect.unwrap(stage_handler()).__globals__["warmup_invoke"]  # the module's invoker
+    warmup_invoke = inspect.unwrap(stage_handler()).__globals__["function"].warmup_invoke  # the module's invoker
 
     with pytest.raises(LambdaUnreachableError) as raised:
         warmup_invoke({"source": "bigpickle.warmup"})

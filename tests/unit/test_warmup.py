@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,8 @@ def test_the_stage_handler_warms_the_predict_function_after_a_publish(
     upload_model(moto_s3, trained["iris"][0], "models/iris/model.pkl")
     stage = stage_handler()
     sent: list[dict[str, Any]] = []
-    inspect.unwrap(stage).__globals__["warmup_invoke"] = sent.append  # the handler module's invoke seam
+    handler_module = inspect.unwrap(stage).__globals__
+    handler_module["function"] = replace(handler_module["function"], warmup_invoke=sent.append)  # the invoke seam
 
     staged = stage(s3_put_event(BUCKET, "models/iris/model.pkl"), context)["results"][0]
     again = stage(s3_put_event(BUCKET, "models/iris/model.pkl"), context)["results"][0]

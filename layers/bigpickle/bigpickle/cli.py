@@ -129,8 +129,8 @@ class _Parser(argparse.ArgumentParser):
 
 def s3_model_url(text: str) -> str:
     """The `stage` argument: s3://BUCKET/models/NAME/FILE with a model file's extension."""
+    from bigpickle.formats import MODEL_FORMATS
     from bigpickle.staging import ModelKey
-    from bigpickle.store import MODEL_FORMATS
 
     url = urlsplit(text)
     if url.scheme != "s3" or not url.netloc or not url.path.strip("/"):

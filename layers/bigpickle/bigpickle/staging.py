@@ -19,11 +19,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import boto3
+from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -38,12 +39,15 @@ from bigpickle.errors import (
     UnsafePickleError,
     UnstageableObjectError,
 )
+from bigpickle.formats import model_format
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
+from bigpickle.safety.scanner import ScanReport
 from bigpickle.safety.trial import fits_in, trial_load
-from bigpickle.safety.uploads import finish_upload, upload_sink
-from bigpickle.store import Manifest, ModelStore, Publication, model_format, validate_model_name
+from bigpickle.safety.uploads import PublishedForm, UploadSink, finish_upload, upload_sink
+from bigpickle.store import Manifest, ModelStore, Publication, validate_model_name
 from bigpickle.transfer import (
+    DownloadResult,
     ObjectInfo,
     OSUtils,
     Progress,
@@ -53,6 +57,7 @@ from bigpickle.transfer import (
     download,
     head_object,
 )
+from bigpickle.warmup import request_warmups
 
 MODELS_PREFIX = "models"
 CONTINUATION_KEY = "bigpickleContinuation"  # added to the S3 event a stager re-invokes itself with
@@ -228,58 +233,19 @@ def _copy_and_publish(
     logger.info("staging started", extra=log)
     incoming = store.prepare_incoming(model_key.name, version)
     try:
-        sha256 = hashlib.sha256()
-        expected = full_object_checksum(obj.head)
-        verifier = ChecksumVerifier(*expected) if expected else None
-        allowlist = Allowlist(settings.pickle_allowlist_extra)
-        scanner = upload_sink(model_key.format, incoming, allowlist)
-        sinks = [sha256, scanner] if verifier is None else [sha256, scanner, verifier]
-        result = download(
-            client,
-            obj,
-            incoming / model_key.file,
-            config=options.config or transfer_config(settings),
-            sinks=sinks,
-            progress=_progress_reporter(log, options.progress),
-            should_stop=options.should_stop,
-            osutils=options.osutils,
-            retry=options.retry,
-        )
-        if not result.complete:
-            logger.info("staging checkpointed before the time limit", extra={**log, "fetched": result.fetched_bytes})
+        copy = _copy(client, settings, model_key, obj, incoming, options, log)
+        if not copy.result.complete:
+            logger.info(
+                "staging checkpointed before the time limit", extra={**log, "fetched": copy.result.fetched_bytes}
+            )
             return StageResult(
-                obj.bucket, obj.key, "checkpointed", model_key.name, version, obj.size, None, result.resumed_bytes
+                obj.bucket, obj.key, "checkpointed", model_key.name, version, obj.size, None, copy.result.resumed_bytes
             )
-        if verifier and not verifier.matches():
-            raise IntegrityError(
-                f"{verifier.algorithm} of the copied bytes is {verifier.actual}, S3 says {verifier.expected}"
-            )
-        report, published = finish_upload(scanner, incoming / model_key.file, model_key.format, allowlist)
-        if published is None:
-            logger.error(
-                "refusing to publish an unsafe pickle: allow only what the model needs (docs/security.md)",
-                extra={**log, "forbidden_globals": sorted(report.forbidden), "problems": report.problems[:20]},
-            )
-            report.raise_if_unsafe()
+        _check_s3_checksum(copy.verifier)
+        report, published = _check_upload(copy, model_key, incoming, log)
         if fits_in(obj.size, settings.function_memory_bytes):
-            trial_load(incoming / published.file, published.format, allowlist)
-        manifest = Manifest(
-            name=model_key.name,
-            version=version,
-            file=published.file,
-            format=published.format,
-            bytes=obj.size,
-            sha256=sha256.hexdigest(),
-            staged_at=datetime.now(UTC).isoformat(),
-            bucket=obj.bucket,
-            key=obj.key,
-            etag=obj.etag,
-            version_id=obj.version_id,
-            s3_checksum={"algorithm": verifier.algorithm, "value": verifier.expected} if verifier else None,
-            details={**report.details(), **published.details},
-            last_modified=obj.last_modified.astimezone(UTC).isoformat(),
-            sequencer=sequencer,
-        )
+            trial_load(incoming / published.file, published.format, copy.allowlist)
+        manifest = _manifest(model_key, version, obj, copy, report, published, sequencer)
         publication = store.publish(manifest)
     except (IntegrityError, StorageFullError, UnsafePickleError):
         store.discard_incoming(model_key.name, version)  # these bytes can never be published
@@ -288,7 +254,112 @@ def _copy_and_publish(
     except BaseException:
         logger.exception("staging failed; the current version is untouched, the next run resumes", extra=log)
         raise
-    removed = store.prune(model_key.name, settings.keep_versions)
+    _record_publish(store, settings, obj, manifest, copy.result, log)
+    return _publication_result(obj, publication, log, copy.result.resumed_bytes)
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """An upload copied into incoming/, and the sinks that read every byte of it on the way."""
+
+    result: DownloadResult
+    sha256: Any  # hashlib's sha256 of the bytes as uploaded
+    scanner: UploadSink
+    verifier: ChecksumVerifier | None  # S3's full-object checksum, when the object has one
+    allowlist: Allowlist
+
+
+def _copy(
+    client: Any,
+    settings: Settings,
+    model_key: ModelKey,
+    obj: ObjectInfo,
+    incoming: Path,
+    options: StageOptions,
+    log: dict[str, Any],
+) -> _Copy:
+    """Stream the object into `incoming`, hashing, scanning and checksumming it as it goes (or resume it)."""
+    sha256 = hashlib.sha256()
+    expected = full_object_checksum(obj.head)
+    verifier = ChecksumVerifier(*expected) if expected else None
+    allowlist = Allowlist(settings.pickle_allowlist_extra)
+    scanner = upload_sink(model_key.format, incoming, allowlist)
+    sinks = [sha256, scanner] if verifier is None else [sha256, scanner, verifier]
+    result = download(
+        client,
+        obj,
+        incoming / model_key.file,
+        config=options.config or transfer_config(settings),
+        sinks=sinks,
+        progress=_progress_reporter(log, options.progress),
+        should_stop=options.should_stop,
+        osutils=options.osutils,
+        retry=options.retry,
+    )
+    return _Copy(result, sha256, scanner, verifier, allowlist)
+
+
+def _check_s3_checksum(verifier: ChecksumVerifier | None) -> None:
+    if verifier and not verifier.matches():
+        raise IntegrityError(
+            f"{verifier.algorithm} of the copied bytes is {verifier.actual}, S3 says {verifier.expected}"
+        )
+
+
+def _check_upload(
+    copy: _Copy, model_key: ModelKey, incoming: Path, log: dict[str, Any]
+) -> tuple[ScanReport, PublishedForm]:
+    """The scan's verdict and the form to publish (rewritten to the bigpickle layout where it can be);
+    UnsafePickleError when the upload imports what the allowlist refuses."""
+    report, published = finish_upload(copy.scanner, incoming / model_key.file, model_key.format, copy.allowlist)
+    if published is None:
+        logger.error(
+            "refusing to publish an unsafe pickle: allow only what the model needs (docs/security.md)",
+            extra={**log, "forbidden_globals": sorted(report.forbidden), "problems": report.problems[:20]},
+        )
+        report.raise_if_unsafe()
+    return report, published
+
+
+def _manifest(
+    model_key: ModelKey,
+    version: str,
+    obj: ObjectInfo,
+    copy: _Copy,
+    report: ScanReport,
+    published: PublishedForm,
+    sequencer: str | None,
+) -> Manifest:
+    verifier = copy.verifier
+    return Manifest(
+        name=model_key.name,
+        version=version,
+        file=published.file,
+        format=published.format,
+        bytes=obj.size,
+        sha256=copy.sha256.hexdigest(),
+        staged_at=datetime.now(UTC).isoformat(),
+        bucket=obj.bucket,
+        key=obj.key,
+        etag=obj.etag,
+        version_id=obj.version_id,
+        s3_checksum={"algorithm": verifier.algorithm, "value": verifier.expected} if verifier else None,
+        details={**report.details(), **published.details},
+        last_modified=obj.last_modified.astimezone(UTC).isoformat(),
+        sequencer=sequencer,
+    )
+
+
+def _record_publish(
+    store: ModelStore,
+    settings: Settings,
+    obj: ObjectInfo,
+    manifest: Manifest,
+    result: DownloadResult,
+    log: dict[str, Any],
+) -> None:
+    """Prune the versions beyond KEEP_VERSIONS, then count and log the publish."""
+    removed = store.prune(manifest.name, settings.keep_versions)
     megabytes_per_second = result.fetched_bytes / 1e6 / max(result.seconds, 1e-9)
     metrics.add_metric(name="StagedBytes", unit=MetricUnit.Bytes, value=obj.size)
     metrics.add_metric(name="StagingSeconds", unit=MetricUnit.Seconds, value=round(result.seconds, 3))
@@ -299,7 +370,6 @@ def _copy_and_publish(
         "staging published",
         extra={**log, "sha256": manifest.sha256, "seconds": round(result.seconds, 3), "removed_versions": removed},
     )
-    return _publication_result(obj, publication, log, result.resumed_bytes)
 
 
 def _publication_result(
@@ -448,3 +518,56 @@ def raise_for_retry(results: list[StageResult]) -> None:
     for result in results:
         if result.error is not None:
             raise result.error
+
+
+@dataclass(frozen=True)
+class StageFunction:
+    """What the stage function builds once, while its execution environment initialises, and every
+    invocation reuses: the settings, the S3 client, the store and the warm-up invoker."""
+
+    settings: Settings
+    client: Any
+    store: ModelStore
+    # After a publish, the predict function is invoked asynchronously to load the model (events/warmup.json).
+    warmup_invoke: Invoker | None
+
+    @classmethod
+    def from_env(cls) -> StageFunction:
+        settings = Settings.from_env()
+        predict = settings.predict_function_name
+        return cls(
+            settings=settings,
+            client=boto3.client("s3", config=transfer_config(settings).client_config()),
+            store=ModelStore(settings.models_root),
+            warmup_invoke=lambda_invoker(predict) if predict else None,
+        )
+
+
+def handle_s3_event(event: dict[str, Any], context: Any, function: StageFunction) -> dict[str, Any]:
+    """The stage function's whole answer to an S3 event (or its own continuation): stage each record, warm
+    the predict function for what was published (even when another record failed), then raise the first
+    failure a retry may fix, so S3 retries the event."""
+    records = [
+        S3Record(
+            bucket=record.s3.bucket.name,
+            key=unquote_plus(record.s3.get_object.key),
+            version_id=record.s3.get_object.version_id,
+            sequencer=record.s3.get_object.get("sequencer"),
+            event_name=record.event_name,
+        )
+        for record in S3Event(event).records
+    ]
+    invoke = lambda_invoker(context.invoked_function_arn)  # continuations near the time limit
+    results = stage_event(
+        event,
+        context,
+        client=function.client,
+        store=function.store,
+        settings=function.settings,
+        invoke=invoke,
+        records=records,
+    )
+    if function.warmup_invoke is not None:
+        request_warmups(function.warmup_invoke, results)
+    raise_for_retry(results)
+    return {"results": [r.as_dict() for r in results]}

@@ -45,6 +45,7 @@ from bigpickle.errors import (
     ModelNotReadyError,
     StoreBusyError,
 )
+from bigpickle.formats import KNOWN_FORMATS
 from bigpickle.observability import logger
 
 MANIFEST_FILE = "manifest.json"
@@ -65,9 +66,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SEQUENCER = re.compile(r"[0-9A-Fa-f]{1,64}")
 _VERSION_STAMP = "%Y%m%dT%H%M%SZ"  # how version names start (staging.version_name)
 
-MODEL_FORMATS = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "joblib", ".bpk": "bigpickle"}
-KNOWN_FORMATS = frozenset(MODEL_FORMATS.values())
-
 
 def validate_model_name(name: str) -> str:
     if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
@@ -81,11 +79,6 @@ def validate_version_name(version: str) -> str:
     if not isinstance(version, str) or not _VERSION_NAME.fullmatch(version):
         raise InvalidModelNameError(f"invalid model version {version!r}")
     return version
-
-
-def model_format(filename: str) -> str | None:
-    """The serialisation format a file name implies, or None when it is not a model file."""
-    return MODEL_FORMATS.get(Path(filename).suffix.lower())
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 which file, whether it fits, and how long it stays.
 """
 
-from bigpickle.loading.formats import BIGPICKLE, format_of, load_model_file, save_model
-from bigpickle.loading.registry import LoadedModel, ModelRegistry, describe
+from bigpickle.formats import BIGPICKLE
+from bigpickle.loading.formats import format_of, load_model_file, save_model
+from bigpickle.loading.registry import LoadedModel, ModelRegistry
 
-__all__ = ["BIGPICKLE", "LoadedModel", "ModelRegistry", "describe", "format_of", "load_model_file", "save_model"]
+__all__ = ["BIGPICKLE", "LoadedModel", "ModelRegistry", "format_of", "load_model_file", "save_model"]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bigpickle.errors import InsufficientMemoryError
-from bigpickle.loading.formats import BIGPICKLE, PICKLE, PICKLE_PROTOCOL, pickle_protocol, read_layout
+from bigpickle.formats import BIGPICKLE, PICKLE
+from bigpickle.loading.formats import PICKLE_PROTOCOL, pickle_protocol, read_layout
 from bigpickle.store import Manifest
 from bigpickle.units import MiB
 

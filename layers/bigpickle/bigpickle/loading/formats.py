@@ -27,12 +27,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from bigpickle.durable import write_file_atomically
 from bigpickle.errors import ModelIntegrityError, ModelLoadError, ModelNotReadyError
+from bigpickle.formats import BIGPICKLE, JOBLIB, MODEL_FORMATS, model_format
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.safety.audit import audit_model
 from bigpickle.safety.hashing import READ_SIZE, HashingReader, check_sha256, hash_file
 from bigpickle.safety.layout import (
-    BIGPICKLE,
     BUFFER_ALIGN,
     MAGIC,
     STREAM_ALIGN,
@@ -47,11 +48,7 @@ from bigpickle.safety.rewriter import OUT_OF_BAND_MIN_BYTES, rewrite_file
 from bigpickle.safety.rewriter import file_checksum as file_checksum_of
 from bigpickle.safety.scanner import PickleScanner
 from bigpickle.safety.unpickler import RestrictedUnpickler, load_verified
-from bigpickle.store import MODEL_FORMATS, model_format, write_file_atomically
 from bigpickle.units import MiB
-
-PICKLE = "pickle"
-JOBLIB = "joblib"
 
 PICKLE_PROTOCOL = 5
 IO_CHUNK = 64 * MiB  # bounded reads and writes: never ask a file for "everything"

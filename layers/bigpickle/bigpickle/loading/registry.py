@@ -23,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import sklearn
-
 from bigpickle.config import Settings
 from bigpickle.errors import BigPickleError, ModelLoadError, ModelNotReadyError
 from bigpickle.loading import heap
@@ -197,6 +194,12 @@ class ModelRegistry:
         with self._lock:
             return _state_of(self._slots.get(name))
 
+    def published(self, name: str) -> tuple[Manifest, bool]:
+        """The version of `name` staged now (without loading it) and whether its model file is there.
+        Raises ModelNotFoundError when nothing is staged under that name."""
+        manifest = self.store.read_manifest(name)
+        return manifest, self.store.model_path(manifest).is_file()
+
     def list_models(self) -> dict[str, Any]:
         """Every staged or held model with its current and loaded versions, and the memory picture."""
         with self._lock:
@@ -348,44 +351,3 @@ def _state_of(slot: _Slot | None) -> tuple[str, str | None]:
     if slot and slot.loaded:
         return "ready", slot.loaded.manifest.version
     return "not_loaded", None
-
-
-def describe(loaded: LoadedModel) -> dict[str, Any]:
-    """Metadata a client needs to call the model (GET /v1/models/{name})."""
-    m, model = loaded.manifest, loaded.model
-    feature_names = getattr(model, "feature_names_in_", None)
-    classes = getattr(model, "classes_", None)
-    return {
-        "name": m.name,
-        "version": m.version,
-        "ready": True,
-        "format": m.format,
-        "bytes": m.bytes,
-        "sha256": m.sha256,
-        "staged_at": m.staged_at,
-        "source": {"bucket": m.bucket, "key": m.key, "etag": m.etag, "version_id": m.version_id},
-        "estimator": type(model).__name__,
-        # Saved-with versions are read from the pickle at staging (manifest details), never by executing it.
-        "sklearn_version": m.details.get("sklearn_version"),
-        "runtime_sklearn_version": sklearn.__version__,
-        "numpy_version": m.details.get("numpy_version"),
-        "runtime_numpy_version": np.__version__,
-        "n_features_in": getattr(model, "n_features_in_", None),
-        "feature_names": None if feature_names is None else [str(n) for n in feature_names],
-        # A multi-output classifier (MultiOutputClassifier, ClassifierChain) has a list of class arrays, one per output.
-        "classes": None
-        if classes is None
-        else [np.asarray(labels).tolist() for labels in classes]
-        if isinstance(classes, list)
-        else np.asarray(classes).tolist(),
-        "supports_probabilities": hasattr(model, "predict_proba"),
-        "load_seconds": round(loaded.load_seconds, 3),
-        # What loading cost: an old pickle protocol shows here as ~2.3x the bytes.
-        "load": {
-            "pickle_protocol": loaded.cost.protocol,
-            "mmap": loaded.mmap,
-            "memory_bytes": loaded.cost.bytes,
-            "mapped_bytes": loaded.cost.mapped_bytes,
-            "rss_growth_bytes": loaded.rss_growth,
-        },
-    }

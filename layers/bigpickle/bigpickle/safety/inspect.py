@@ -6,16 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bigpickle.formats import BIGPICKLE, PICKLE, model_format
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.safety.hashing import hash_file
-from bigpickle.safety.layout import BIGPICKLE
 from bigpickle.safety.scanner import PickleScanner
 from bigpickle.safety.uploads import check_bigpickle
-from bigpickle.store import model_format
 
 
 def inspect_file(path: Path, allowlist: Allowlist | None = None) -> dict[str, Any]:
-    fmt = model_format(path.name) or "pickle"
+    fmt = model_format(path.name) or PICKLE
     if fmt == BIGPICKLE:  # its stream lies where the index says: the layout is checked, the stream scanned
         sha256 = hash_file(path)
         report, _ = check_bigpickle(path, allowlist or Allowlist())

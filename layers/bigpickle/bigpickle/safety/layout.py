@@ -22,9 +22,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from bigpickle.formats import BIGPICKLE
 from bigpickle.units import MiB
 
-BIGPICKLE = "bigpickle"
 MAGIC = b"BIGPKL01"
 TRAILER = struct.Struct("<QQ8s")
 STREAM_ALIGN = 4096  # version 1: the first buffer starts on a page

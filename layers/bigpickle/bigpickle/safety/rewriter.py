@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bigpickle.checksums import CHECKSUM_FACTORIES
+from bigpickle.osutils import FileWriter, OSUtils
 from bigpickle.safety.allowlist import JOBLIB_ARRAY_WRAPPER, Allowlist
 from bigpickle.safety.layout import BUFFER_ALIGN, MAGIC, TRAILER, Layout, index_bytes
 from bigpickle.safety.scanner import MARK, PickleScanner, ScanReport, _array_layout, _Call, _dtype_layout, _Global
-from bigpickle.transfer.osutils import FileWriter, OSUtils
 from bigpickle.units import KiB, MiB
 
 OUT_OF_BAND_MIN_BYTES = 64 * KiB  # smaller array payloads stay in the stream: mapping them saves nothing

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bigpickle.formats import BIGPICKLE
 from bigpickle.safety.allowlist import Allowlist
-from bigpickle.safety.layout import BIGPICKLE, MAGIC, TRAILER, LayoutError, check_against_scan, read_layout
+from bigpickle.safety.layout import MAGIC, TRAILER, LayoutError, check_against_scan, read_layout
 from bigpickle.safety.rewriter import COPY_CHUNK, PickleRewriter
 from bigpickle.safety.scanner import PickleScanner, ScanReport
 

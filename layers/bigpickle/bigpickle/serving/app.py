@@ -1,6 +1,7 @@
 """HTTP API routes (KServe V1 / TF Serving style) on the Powertools HTTP API resolver.
 
-Errors are raised as typed exceptions (bigpickle.errors) and turned into JSON in one place below.
+`create_app` is the route table: each path names the `Routes` method that answers it. Errors are raised as
+typed exceptions (bigpickle.errors) and turned into JSON in one place (`handle_known`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from bigpickle.errors import (
     ModelNotReadyError,
     PredictionFailedError,
 )
-from bigpickle.loading import ModelRegistry, describe, heap
+from bigpickle.loading import ModelRegistry, heap
 from bigpickle.observability import MetricUnit, logger, metrics
+from bigpickle.serving.metadata import describe
 from bigpickle.serving.tabular import columns_of
 from bigpickle.serving.validation import (
     RequestLimits,
@@ -122,18 +124,85 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     registry = registry or ModelRegistry.from_settings(settings)
     heap.tune_for_requests()
     app = APIGatewayHttpResolver(serializer=_dumps)
-    validator = RequestValidator(RequestLimits.from_settings(settings))  # also the served OpenAPI document
+    routes = Routes(app, settings, registry, RequestValidator(RequestLimits.from_settings(settings)))
+    app.post("/v1/models/<name>:predict")(routes.predict_named)
+    app.post("/predict")(routes.predict_default)
+    # Registered before the metadata route, which would take "<name>:predict" for a model name.
+    app.get("/v1/models/<name>:predict")(routes.get_on_predict)
+    app.get("/v1/models")(routes.list_models)
+    app.get("/v1/models/<name>")(routes.model_metadata)
+    app.get("/openapi.json")(routes.openapi)
+    app.get("/health")(routes.health)
+    app.not_found(routes.not_found)
+    app.exception_handler(BigPickleError)(handle_known)
+    app.exception_handler(Exception)(handle_unexpected)
+    return app
 
-    def default_model() -> str:
-        if not settings.model_name:
+
+class Routes:
+    """The answer to each route of one app; `create_app` maps the paths to these methods."""
+
+    def __init__(
+        self, app: APIGatewayHttpResolver, settings: Settings, registry: ModelRegistry, validator: RequestValidator
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.registry = registry
+        self.validator = validator  # also the served OpenAPI document
+        self.known_paths = declared_methods(validator.document)
+
+    def predict_named(self, name: str) -> dict[str, Any]:
+        return self.predict(name)
+
+    def predict_default(self) -> dict[str, Any]:
+        return self.predict(self.default_model())
+
+    def get_on_predict(self, name: str) -> Response:
+        return self.method_not_allowed_or_not_found()
+
+    def list_models(self) -> dict[str, Any]:
+        return self.registry.list_models()
+
+    def model_metadata(self, name: str) -> dict[str, Any]:
+        loaded = self.registry.get(name)
+        features = columns_of(loaded.model, loaded.manifest.features).features
+        return {**describe(loaded), "features": [feature.as_dict() for feature in features]}
+
+    def openapi(self) -> dict[str, Any]:
+        return self.validator.document
+
+    def health(self) -> dict[str, Any]:
+        # Health speaks for the default model: anything short of servable is a 503, so whatever probes it
+        # waits and retries instead of sending traffic.
+        if not self.settings.model_name:
+            raise ModelNotReadyError("MODEL_NAME is not set, so there is no default model to report on")
+        name = self.settings.model_name
+        state, version = self.registry.state(name)
+        if state == "ready":
+            return {"status": "ready", "model": name, "version": version}
+        if state == "loading":
+            raise ModelNotReadyError(f"model {name!r} version {version!r} is loading", retry_after_seconds=1)
+        try:
+            manifest, has_file = self.registry.published(name)
+        except ModelNotFoundError as exc:
+            raise ModelNotReadyError(f"no model is staged yet: {exc.message}", retry_after_seconds=30) from None
+        if not has_file:
+            raise ModelNotReadyError(f"model {name!r} version {manifest.version!r} has no model file; re-stage it")
+        return {"status": "loadable", "model": name, "version": manifest.version}
+
+    def not_found(self, _exc: Exception) -> Response:
+        return self.method_not_allowed_or_not_found()
+
+    def default_model(self) -> str:
+        if not self.settings.model_name:
             raise ModelNotFoundError("MODEL_NAME is not set for this function; call /v1/models/{name}:predict")
-        return settings.model_name
+        return self.settings.model_name
 
-    def predict(name: str) -> dict[str, Any]:
-        event = app.current_event
+    def predict(self, name: str) -> dict[str, Any]:
+        event = self.app.current_event
         raw = body_bytes(event.body, event.is_base64_encoded, event.get_header_value("content-encoding"))
-        body = validator.parse(raw)
-        loaded = registry.get(name)
+        body = self.validator.parse(raw)
+        loaded = self.registry.get(name)
         request = parse_predict_request(body, loaded.model, loaded.manifest.features)
         started = time.perf_counter()
         try:
@@ -165,65 +234,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             answer["probabilities"], answer["classes"] = probabilities_per_output(loaded.model, probabilities)
         return answer
 
-    @app.post("/v1/models/<name>:predict")
-    def predict_named(name: str) -> dict[str, Any]:
-        return predict(name)
-
-    @app.post("/predict")
-    def predict_default() -> dict[str, Any]:
-        return predict(default_model())
-
-    # Registered before the metadata route, which would take "<name>:predict" for a model name.
-    @app.get("/v1/models/<name>:predict")
-    def get_on_predict(name: str) -> Response:
-        return method_not_allowed_or_not_found()
-
-    @app.get("/v1/models")
-    def list_models() -> dict[str, Any]:
-        return registry.list_models()
-
-    @app.get("/v1/models/<name>")
-    def model_metadata(name: str) -> dict[str, Any]:
-        loaded = registry.get(name)
-        features = columns_of(loaded.model, loaded.manifest.features).features
-        return {**describe(loaded), "features": [feature.as_dict() for feature in features]}
-
-    @app.get("/openapi.json")
-    def openapi() -> dict[str, Any]:
-        return validator.document
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        # Health speaks for the default model: anything short of servable is a 503, so whatever probes it
-        # waits and retries instead of sending traffic.
-        if not settings.model_name:
-            raise ModelNotReadyError("MODEL_NAME is not set, so there is no default model to report on")
-        name = settings.model_name
-        state, version = registry.state(name)
-        if state == "ready":
-            return {"status": "ready", "model": name, "version": version}
-        if state == "loading":
-            raise ModelNotReadyError(f"model {name!r} version {version!r} is loading", retry_after_seconds=1)
-        try:
-            manifest = registry.store.read_manifest(name)
-        except ModelNotFoundError as exc:
-            raise ModelNotReadyError(f"no model is staged yet: {exc.message}", retry_after_seconds=30) from None
-        if not registry.store.model_path(manifest).is_file():
-            raise ModelNotReadyError(f"model {name!r} version {manifest.version!r} has no model file; re-stage it")
-        return {"status": "loadable", "model": name, "version": manifest.version}
-
-    @app.exception_handler(BigPickleError)
-    def handle_known(exc: BigPickleError) -> Response:
-        if exc.status >= 500:
-            logger.error("request failed", extra={"code": exc.code, "error": exc.message})
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
-
-    known_paths = declared_methods(validator.document)
-
-    def method_not_allowed_or_not_found() -> Response:
+    def method_not_allowed_or_not_found(self) -> Response:
         """405 with the methods the document declares when the path is one of the API's, else 404."""
-        event = app.current_event
-        allowed = sorted({m for path, methods in known_paths if path.fullmatch(event.path) for m in methods})
+        event = self.app.current_event
+        allowed = sorted({m for path, methods in self.known_paths if path.fullmatch(event.path) for m in methods})
         if allowed:
             return error_response(
                 405,
@@ -233,13 +247,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             )
         return error_response(404, "route_not_found", f"no route for {event.http_method} {event.path}")
 
-    @app.not_found
-    def handle_not_found(_exc: Exception) -> Response:
-        return method_not_allowed_or_not_found()
 
-    @app.exception_handler(Exception)
-    def handle_unexpected(_exc: Exception) -> Response:
-        logger.exception("unhandled error")
-        return error_response(500, "internal_error", "internal error; the request id is in the function's logs")
+def handle_known(exc: BigPickleError) -> Response:
+    if exc.status >= 500:
+        logger.error("request failed", extra={"code": exc.code, "error": exc.message})
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
 
-    return app
+
+def handle_unexpected(_exc: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(500, "internal_error", "internal error; the request id is in the function's logs")

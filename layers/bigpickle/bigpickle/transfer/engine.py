@@ -34,10 +34,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bigpickle.checksums import Sink
 from bigpickle.errors import IntegrityError, StorageFullError, TransferError
 from bigpickle.observability import logger
+from bigpickle.osutils import FileWriter, OSUtils, storage_errors
 from bigpickle.transfer.config import TransferConfig
 from bigpickle.transfer.journal import Journal
 from bigpickle.transfer.objects import ObjectInfo, Part, open_part, split_parts
-from bigpickle.transfer.osutils import FileWriter, OSUtils, storage_errors
 from bigpickle.transfer.progress import ProgressCallback, ProgressTracker
 from bigpickle.transfer.retry import RetryPolicy, ShortPartError, is_transient
 
