@@ -185,3 +185,19 @@ def test_unseen_categories_reach_an_encoder_that_accepts_them(served: Handler, c
     # then the model's own encoder treats it as missing, as it does in process
     assert status == 200
     assert answer["predictions"] == case.model.predict(in_process).tolist()
+
+
+def test_staging_records_each_models_features_in_its_manifest(
+    served: Handler, corpus: dict[str, Case], models_root: Path
+) -> None:
+    """The trial load learns the columns where the stage function holds the model; predict serves those."""
+    from bigpickle.features import infer_features
+    from bigpickle.store import ModelStore
+
+    store = ModelStore(models_root)
+    for name, case in corpus.items():
+        recorded = store.read_manifest(name).features
+
+        assert recorded == [feature.as_dict() for feature in infer_features(case.model)], name
+        status, meta = request(served, "GET", f"/v1/models/{name}")
+        assert status == 200 and meta["features"] == recorded, name

@@ -78,6 +78,15 @@ def infer_features(model: Any) -> list[Feature]:
     ]
 
 
+def recorded_features(model: Any) -> list[dict[str, Any]] | None:
+    """What staging writes into the manifest's `features` (the trial load's probe): None when the columns
+    cannot be learnt here, so the predict side learns them from the model it loads instead."""
+    try:
+        return [feature.as_dict() for feature in infer_features(model)]
+    except Exception:  # a model this module does not understand still publishes; the predict side decides
+        return None
+
+
 def selects_columns_by_name(model: Any) -> bool:
     """Whether the model picks input columns by name somewhere (a ColumnTransformer fitted on a DataFrame with
     column names): such a model only works on a DataFrame. Others fitted on one answer the same on an array."""

@@ -39,6 +39,7 @@ from bigpickle.errors import (
     UnsafePickleError,
     UnstageableObjectError,
 )
+from bigpickle.features import recorded_features
 from bigpickle.formats import model_format
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
@@ -243,9 +244,10 @@ def _copy_and_publish(
             )
         _check_s3_checksum(copy.verifier)
         report, published = _check_upload(copy, model_key, incoming, log)
+        features = None
         if fits_in(obj.size, settings.function_memory_bytes):
-            trial_load(incoming / published.file, published.format, copy.allowlist)
-        manifest = _manifest(model_key, version, obj, copy, report, published, sequencer)
+            features = trial_load(incoming / published.file, published.format, copy.allowlist, probe=recorded_features)
+        manifest = _manifest(model_key, version, obj, copy, report, published, sequencer, features)
         publication = store.publish(manifest)
     except (IntegrityError, StorageFullError, UnsafePickleError):
         store.discard_incoming(model_key.name, version)  # these bytes can never be published
@@ -329,6 +331,7 @@ def _manifest(
     report: ScanReport,
     published: PublishedForm,
     sequencer: str | None,
+    features: list[dict[str, Any]] | None,
 ) -> Manifest:
     verifier = copy.verifier
     return Manifest(
@@ -347,6 +350,7 @@ def _manifest(
         details={**report.details(), **published.details},
         last_modified=obj.last_modified.astimezone(UTC).isoformat(),
         sequencer=sequencer,
+        features=features,
     )
 
 
