@@ -412,8 +412,8 @@ def test_a_warm_registry_serves_the_rolled_back_version_after_the_refresh(
 @pytest.mark.parametrize(
     ("details", "names"),
     [
-        ({"sklearn_version": "1.5.2", "numpy_version": "2.x"}, ["1.5.2", sklearn.__version__]),
-        ({"sklearn_version": sklearn.__version__, "numpy_version": "1.x"}, ["numpy 1.x", np.__version__]),
+        ({"sklearn_version": "1.5.2", "numpy_major": "2.x"}, ["1.5.2", sklearn.__version__]),
+        ({"sklearn_version": sklearn.__version__, "numpy_major": "1.x"}, ["numpy 1.x", np.__version__]),
     ],
 )
 def test_a_model_saved_under_other_versions_is_refused_naming_both(
@@ -431,8 +431,8 @@ def test_a_model_saved_under_other_versions_is_refused_naming_both(
 def test_version_check_warn_loads_anyway_and_matching_versions_load_silently(
     tmp_path: Path, trained: dict[str, Any]
 ) -> None:
-    publish_model(tmp_path, "old", trained["iris"][0], details={"sklearn_version": "1.5.2", "numpy_version": "1.x"})
-    current = {"sklearn_version": sklearn.__version__, "numpy_version": f"{np.__version__.split('.')[0]}.x"}
+    publish_model(tmp_path, "old", trained["iris"][0], details={"sklearn_version": "1.5.2", "numpy_major": "1.x"})
+    current = {"sklearn_version": sklearn.__version__, "numpy_major": f"{np.__version__.split('.')[0]}.x"}
     publish_model(tmp_path, "same", trained["iris"][0], details=current)
 
     assert registry_for(tmp_path, version_check="warn").get("old").manifest.name == "old"

@@ -180,7 +180,7 @@ def test_a_real_model_is_staged_loaded_and_predicts_exactly_as_before(
     assert result.status == "published"
     assert manifest.details["sklearn_version"] == sklearn.__version__
     names_numpy_core = any(g.startswith("numpy._core.") for g in manifest.details["globals"])
-    assert manifest.details["numpy_version"] == ("2.x" if names_numpy_core else None)  # joblib wraps its arrays
+    assert manifest.details["numpy_major"] == ("2.x" if names_numpy_core else None)  # joblib wraps its arrays
     assert manifest.details["pickle_protocol"] == (int(how[-1]) if how != "joblib" else pickle.DEFAULT_PROTOCOL)
     assert all(g.split(".")[0] in {"sklearn", "numpy", "scipy", "builtins", "copyreg", "joblib"}
                for g in manifest.details["globals"])  # fmt: skip

@@ -301,7 +301,7 @@ def test_a_model_too_big_for_the_function_is_503_naming_both_sizes(
 def test_a_model_saved_under_another_scikit_learn_is_503_unless_the_check_only_warns(
     lambda_env: Path, context: Any, monkeypatch: pytest.MonkeyPatch, trained: dict[str, Any]
 ) -> None:
-    publish_model(lambda_env, "iris", trained["iris"][0], details={"sklearn_version": "0.24.2", "numpy_version": "1.x"})
+    publish_model(lambda_env, "iris", trained["iris"][0], details={"sklearn_version": "0.24.2", "numpy_major": "1.x"})
 
     status, body, _ = call(predict_handler(), context, load_event("predict-single"))
     monkeypatch.setenv("MODEL_VERSION_CHECK", "warn")

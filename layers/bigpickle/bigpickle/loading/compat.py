@@ -27,7 +27,7 @@ def version_mismatches(manifest: Manifest) -> list[str]:
     saved_sklearn = manifest.details.get("sklearn_version")
     if saved_sklearn and saved_sklearn != sklearn.__version__:
         found.append(f"scikit-learn {saved_sklearn} (saved) vs {sklearn.__version__} (here)")
-    saved_numpy = manifest.details.get("numpy_version")
+    saved_numpy = manifest.details.get("numpy_major", manifest.details.get("numpy_version"))  # older manifests
     if saved_numpy and _major(saved_numpy) != _major(np.__version__):
         found.append(f"numpy {saved_numpy} (saved) vs {np.__version__} (here)")
     return found

@@ -25,6 +25,7 @@ from typing import Any
 
 from bigpickle.config import Settings
 from bigpickle.errors import BigPickleError, ModelLoadError, ModelNotReadyError
+from bigpickle.formats import PICKLE
 from bigpickle.loading import heap
 from bigpickle.loading.capacity import LoadCost, MemoryBudget, estimate_load, mib, process_rss
 from bigpickle.loading.compat import check_versions
@@ -241,7 +242,7 @@ class ModelRegistry:
                 f"model {name!r} version {version!r} cannot be read: {exc}; re-stage it or roll back"
             ) from exc
         self._make_room(name, version, cost.bytes)
-        if cost.legacy and manifest.format == "pickle":
+        if cost.legacy and manifest.format == PICKLE:
             logger.warning(
                 "old pickle protocol: loading costs about 2.3x the model's bytes and ~10x the time; "
                 "re-save it with `bigpickle convert IN OUT.bpk`",

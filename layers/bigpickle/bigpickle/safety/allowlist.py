@@ -23,6 +23,8 @@ import _compat_pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from bigpickle.formats import JOBLIB
+
 # numpy internals a pickled array, scalar, dtype or random state is rebuilt from, in both spellings.
 _NUMPY_CORE = {
     "multiarray": ("_reconstruct", "scalar"),
@@ -634,4 +636,4 @@ class Allowlist:
         return pair in REFERENCE_ONLY_FUNCTIONS or pair in self.extra
 
     def for_format(self, fmt: str) -> Allowlist:
-        return Allowlist(self.extra, joblib=fmt == "joblib")
+        return Allowlist(self.extra, joblib=fmt == JOBLIB)

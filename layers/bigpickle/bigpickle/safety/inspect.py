@@ -36,7 +36,7 @@ def inspect_file(path: Path, allowlist: Allowlist | None = None) -> dict[str, An
 
 def render(facts: dict[str, Any]) -> str:
     lines = [f"{key:16} {facts[key]}" for key in ("file", "format", "bytes", "sha256", "pickle_protocol")]
-    lines += [f"{'sklearn_version':16} {facts['sklearn_version']}", f"{'numpy_version':16} {facts['numpy_version']}"]
+    lines += [f"{'sklearn_version':16} {facts['sklearn_version']}", f"{'numpy_major':16} {facts['numpy_major']}"]
     lines.append(f"globals ({len(facts['globals'])}):")
     lines += [f"  {name}" for name in facts["globals"]]
     lines.append(f"{'verdict':16} {facts['verdict']}")

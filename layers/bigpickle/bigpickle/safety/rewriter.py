@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bigpickle.checksums import CHECKSUM_FACTORIES
+from bigpickle.formats import PICKLE
 from bigpickle.osutils import FileWriter, OSUtils
 from bigpickle.safety.allowlist import JOBLIB_ARRAY_WRAPPER, Allowlist
 from bigpickle.safety.layout import BUFFER_ALIGN, MAGIC, TRAILER, Layout, index_bytes
@@ -244,7 +245,7 @@ class PickleRewriter(PickleScanner):
     def __init__(
         self,
         target: Path,
-        fmt: str = "pickle",
+        fmt: str = PICKLE,
         allowlist: Allowlist | None = None,
         *,
         min_out_of_band: int = OUT_OF_BAND_MIN_BYTES,

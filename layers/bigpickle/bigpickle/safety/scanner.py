@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bigpickle.errors import UnsafePickleError
+from bigpickle.formats import BIGPICKLE, JOBLIB, PICKLE
 from bigpickle.safety.allowlist import JOBLIB_ARRAY_WRAPPER, Allowlist, canonical
 from bigpickle.units import KiB
 
@@ -33,7 +34,7 @@ MAX_SMALL_CONTAINER = 256  # tuples/dicts tracked item by item up to this size
 # slot): the allocation bound of a stream is its payloads, this per opcode, and what calls allocate.
 ALLOCATION_PER_OPCODE = 128
 FEED = 64 * KiB  # bytes parsed per step when not skipping a payload
-TRAILING_ALLOWED = {"bigpickle"}  # formats whose files carry data after the pickle's STOP
+TRAILING_ALLOWED = {BIGPICKLE}  # formats whose files carry data after the pickle's STOP
 
 
 class _Opaque:
@@ -96,8 +97,9 @@ class ScanReport:
         return not self.forbidden and not self.problems
 
     @property
-    def numpy_version(self) -> str | None:
-        """numpy 1 pickles name numpy.core, numpy 2 pickles numpy._core."""
+    def numpy_major(self) -> str | None:
+        """The numpy major line the pickle was written by ("1.x", "2.x"): numpy 1 pickles name numpy.core,
+        numpy 2 pickles numpy._core. A line, not a version: nothing finer can be read from the stream."""
         if not self.numpy_spellings:
             return None
         return "/".join(sorted(self.numpy_spellings))
@@ -108,7 +110,7 @@ class ScanReport:
             "pickle_protocol": self.protocol,
             "globals": sorted(self.globals),
             "sklearn_version": self.sklearn_version,
-            "numpy_version": self.numpy_version,
+            "numpy_major": self.numpy_major,
             "pickle_opcodes": self.opcodes,
             "oob_buffers": self.oob_buffers,
             "allocation_bytes": self.allocation_bytes,
@@ -145,11 +147,11 @@ class PickleScanner:
     (safety.hashing) stops the unpickler before it executes the bytes the scanner objected to.
     """
 
-    def __init__(self, fmt: str = "pickle", allowlist: Allowlist | None = None, *, fail_fast: bool = False) -> None:
+    def __init__(self, fmt: str = PICKLE, allowlist: Allowlist | None = None, *, fail_fast: bool = False) -> None:
         self.report = ScanReport(format=fmt)
         self.allowlist = (allowlist or Allowlist()).for_format(fmt)
         self.fail_fast = fail_fast
-        self._joblib = fmt == "joblib"
+        self._joblib = fmt == JOBLIB
         self._pending = bytearray()
         self._offset = 0  # absolute offset of _pending[0]
         self._skip = 0  # payload bytes still to step over

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bigpickle.errors import UnsafePickleError
+from bigpickle.formats import BIGPICKLE, JOBLIB
 from bigpickle.safety.allowlist import Allowlist, canonical
 from bigpickle.safety.audit import audit_model
 from bigpickle.safety.hashing import HashingReader, check_sha256, hash_file
@@ -80,7 +81,7 @@ def _joblib_unpickler() -> type:
 
 
 def _load_stream(path: Path, file: Any, fmt: str, allowlist: Allowlist, mmap: bool, buffers: Any) -> Any:
-    if fmt == "joblib":
+    if fmt == JOBLIB:
         return _joblib_unpickler()(path, file, allowlist, "r" if mmap else None).load()
     return RestrictedUnpickler(file, allowlist, buffers=buffers).load()
 
@@ -104,7 +105,7 @@ def load_verified(
     """
     allowlist = (allowlist or Allowlist()).for_format(fmt)
     scanner = PickleScanner(fmt, allowlist, fail_fast=True)
-    if fmt == "bigpickle" or (fmt == "joblib" and mmap):
+    if fmt == BIGPICKLE or (fmt == JOBLIB and mmap):
         check_sha256(path, sha256, hash_file(path, [scanner]))
         scanner.verdict()
         with open(path, "rb") as f:

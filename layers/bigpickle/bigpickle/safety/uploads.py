@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bigpickle.formats import BIGPICKLE
+from bigpickle.formats import BIGPICKLE, JOBLIB, PICKLE
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.safety.layout import MAGIC, TRAILER, LayoutError, check_against_scan, read_layout
 from bigpickle.safety.rewriter import COPY_CHUNK, PickleRewriter
@@ -58,7 +58,7 @@ def upload_sink(fmt: str, incoming: Path, allowlist: Allowlist) -> UploadSink:
 
 
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
-EXTENSION_OF = {"pickle": ".pkl", "joblib": ".joblib", BIGPICKLE: ".bpk"}
+EXTENSION_OF = {PICKLE: ".pkl", JOBLIB: ".joblib", BIGPICKLE: ".bpk"}
 
 
 def content_format(path: Path, report: ScanReport) -> str | None:
@@ -72,8 +72,8 @@ def content_format(path: Path, report: ScanReport) -> str | None:
             if TRAILER.unpack(f.read(TRAILER.size))[2] == MAGIC:
                 return BIGPICKLE
     if JOBLIB_WRAPPER in report.forbidden:
-        return "joblib"
-    return "pickle" if head == b"\x80" else None
+        return JOBLIB
+    return PICKLE if head == b"\x80" else None
 
 
 def _name_the_mismatch(report: ScanReport, upload: Path, fmt: str) -> ScanReport:
