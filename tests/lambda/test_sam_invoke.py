@@ -112,7 +112,9 @@ def test_given_the_built_stack_when_sam_local_invokes_a_sample_event_then_it_ans
     elif event == "metadata.json":
         assert body["name"] == "iris" and body["version"] == current
     elif event == "list-models.json":
-        assert [(m["name"], m["current_version"]) for m in body["models"]] == [("iris", current)]
+        tabular = ModelStore(staged_models).current_version("tabular")
+        listed = sorted((m["name"], m["current_version"]) for m in body["models"])
+        assert listed == [("iris", current), ("tabular", tabular)]
         assert body["memory"]["limit_bytes"] == memory_sizes["PredictFunction"] * 2**20  # SAM sets it from MemorySize
     else:
         assert body["error"]["code"] and body["error"]["message"], body
