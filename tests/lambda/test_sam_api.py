@@ -144,7 +144,7 @@ def test_given_any_content_type_then_the_body_reaches_the_handler_whole(
     ("method", "path", "body", "status", "code"),
     [
         ("GET", "/nope", None, 404, "route_not_found"),
-        ("DELETE", "/v1/models", None, 404, "route_not_found"),
+        ("DELETE", "/v1/models", None, 405, "method_not_allowed"),
         ("POST", "/v1/models/nope:predict", predict_body(IRIS_ROWS), 404, None),
         ("POST", "/v1/models/iris:predict", b'{"instances": [[5.1, 3.5,', 400, None),
         ("POST", "/v1/models/iris:predict", predict_body([[5.1, 3.5, 1.4]]), 400, None),
