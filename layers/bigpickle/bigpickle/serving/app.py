@@ -217,7 +217,8 @@ class Routes:
             name="PredictLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
         )
         # The request's size and shape (never its body) ride in the metrics line this invocation prints
-        # anyway: one structured line per request, where a separate log line cost ~0.4 ms of a 1 ms budget.
+        # anyway: one structured line per request; a separate log line cost a large share of the per-request
+        # budget (benchmarks/results/README.md).
         for key, value in (
             ("model", name),
             ("version", loaded.manifest.version),

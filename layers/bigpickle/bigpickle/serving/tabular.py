@@ -66,7 +66,7 @@ def columns_of(model: Any, recorded: list[dict[str, Any]] | None = None) -> Mode
 def _learn(model: Any, recorded: list[dict[str, Any]] | None) -> ModelColumns:
     features = [Feature.from_dict(item) for item in recorded] if recorded is not None else infer_features(model)
     typed = any(feature.type != "number" for feature in features)
-    # A numeric model fitted on a DataFrame answers the same on an array, ~0.8 ms sooner per request (docs/api.md).
+    # A numeric model fitted on a DataFrame answers the same on an array, and sooner (benchmarks/results/README.md).
     frame = hasattr(model, "feature_names_in_") and (typed or selects_columns_by_name(model))
     return ModelColumns(features, frame, typed)
 

@@ -40,7 +40,7 @@ from bigpickle.units import KiB
 OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 
 # Bodies this big or bigger try simdjson first. With the cold caches a predict leaves, the general path is
-# faster below it (measured: 0.16 vs 0.23 ms for one row, about even at ~25 KB, 3.3 vs 1.7 ms at 1000 rows).
+# faster below it (the threshold's figures: benchmarks/results/README.md).
 SIMDJSON_MIN_BYTES = 16 * KiB
 
 # Rows keyed by name are reordered into training order before predicting; sklearn's warning about a
@@ -231,11 +231,11 @@ def _refuse_repeated_keys(body: bytes) -> None:
 def _numbers_only(body: bytes) -> PredictBody | None:
     """The common body, rows of JSON numbers of one length, parsed by simdjson straight into a float64 matrix.
 
-    No Python object is made per cell: 20,000 cells take ~0.6 ms, where orjson's lists, their conversion
-    and freeing them take ~2 ms. Both parsers follow RFC 8259 strictly and round numbers correctly, so
-    the matrix is the one the general path builds (tested against it). Any other body returns None for
-    the general path to accept or explain: nulls, booleans, text, ragged or nested rows, integers beyond
-    64 bits, repeated or unknown keys, invalid JSON."""
+    No Python object is made per cell, which makes it several times faster than orjson's lists, their
+    conversion and freeing them (benchmarks/results/README.md). Both parsers follow RFC 8259 strictly and
+    round numbers correctly, so the matrix is the one the general path builds (tested against it). Any
+    other body returns None for the general path to accept or explain: nulls, booleans, text, ragged or
+    nested rows, integers beyond 64 bits, repeated or unknown keys, invalid JSON."""
     try:
         document = simdjson.Parser().parse(body)
         if not isinstance(document, simdjson.Object):
@@ -263,8 +263,7 @@ def _numbers_only(body: bytes) -> PredictBody | None:
 
 def _numeric_matrix(payload: dict[str, Any], body: bytes) -> np.ndarray | None:
     """Rows of numbers, booleans and nulls (missing values), equal length, satisfy the schema by construction:
-    numpy proves it in one C pass, where the compiled schema costs a Python call per cell (~95 ms per 20,000
-    cells).
+    numpy proves it in one C pass, where the compiled schema costs a Python call per cell.
 
     When the body's only strings are its keys, every cell is a number, a boolean or null, and a float64
     conversion maps those as the schema does (true 1, false 0, null NaN), a third faster than letting numpy

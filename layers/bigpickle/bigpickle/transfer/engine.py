@@ -193,8 +193,8 @@ class _Copy:
         self.journal.save(written | self.resumed_parts)
 
     def _checkpoint_in_background(self) -> None:
-        """Start a checkpoint on the checkpoint thread, unless the previous one is still running (measured:
-        the fsync of 5 s of writes can take a second, which stalled hashing and then every worker)."""
+        """Start a checkpoint on the checkpoint thread, unless the previous one is still running (an fsync
+        of a few seconds of writes can take long enough to stall hashing and then every worker)."""
         if self.checkpointing is not None:
             if not self.checkpointing.done():
                 return
