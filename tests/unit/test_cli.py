@@ -50,9 +50,9 @@ def assert_one_line_answer(run: subprocess.CompletedProcess[str], status: int, *
         assert phrase in lines[0]
 
 
-# A fresh interpreter that imports scikit-learn (convert, rollback, serve) costs ~2 s of CPU: these run in
+# Every test here runs the real `bigpickle` script in a fresh interpreter (seconds each): they run in
 # `make test`, not in the quick `make check`.
-imports_the_ml_stack = pytest.mark.slow
+pytestmark = pytest.mark.slow
 
 
 def closed_port() -> int:
@@ -91,7 +91,7 @@ def test_given_a_malformed_s3_url_then_one_line_shows_the_shape_expected(
     "command",
     [
         pytest.param(["inspect", "{missing}"], id="inspect"),
-        pytest.param(["convert", "{missing}", "{out}"], id="convert", marks=imports_the_ml_stack),
+        pytest.param(["convert", "{missing}", "{out}"], id="convert"),
     ],
 )
 def test_given_a_missing_file_then_one_line_names_it(
@@ -113,7 +113,6 @@ def test_given_a_folder_where_a_model_file_belongs_then_one_line_says_so(
     assert_one_line_answer(run, 1, f"{tmp_path} is a folder: give the path of a model file")
 
 
-@imports_the_ml_stack
 def test_given_a_file_that_is_no_pickle_when_converting_then_one_line_says_why_it_is_refused(
     clean_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -158,7 +157,6 @@ def test_given_wrong_credentials_then_one_line_says_to_check_them(s3_env: dict[s
     assert_one_line_answer(run, 1, "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 
 
-@imports_the_ml_stack
 def test_given_a_model_that_does_not_exist_when_rolling_back_then_one_line_says_so(
     clean_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -167,7 +165,6 @@ def test_given_a_model_that_does_not_exist_when_rolling_back_then_one_line_says_
     assert_one_line_answer(run, 1, "bigpickle: model_not_found:", "'ghost'")
 
 
-@imports_the_ml_stack
 def test_given_a_port_in_use_when_serving_then_one_line_says_to_pick_another(
     clean_env: dict[str, str], tmp_path: Path
 ) -> None:

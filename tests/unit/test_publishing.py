@@ -60,6 +60,11 @@ def put(client: Any, model: Any, key: str = KEY) -> str | None:
     return client.head_object(Bucket=BUCKET, Key=key).get("VersionId")
 
 
+# Real stager processes killed or racing each other take seconds each: `make test` runs them, the quick
+# `make check` does not.
+real_stager_processes = pytest.mark.slow
+
+
 @pytest.fixture
 def versioned(moto_s3: Any) -> Any:
     moto_s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
@@ -326,6 +331,7 @@ def retry(client: Any, store: ModelStore, settings: Settings, context: Any, key:
     return results[0], warmed
 
 
+@real_stager_processes
 @pytest.mark.parametrize("step", ["manifest", "version folder", "current pointer"])
 def test_a_stager_killed_at_any_publish_step_is_finished_by_the_retried_event(
     s3_endpoint: Any, store: ModelStore, settings: Settings, models_root: Path, context: Any, step: str
@@ -344,6 +350,7 @@ def test_a_stager_killed_at_any_publish_step_is_finished_by_the_retried_event(
     assert warmed == [{"source": "bigpickle.warmup", "detail": {"model": "iris", "version": result.version}}]
 
 
+@real_stager_processes
 @pytest.mark.parametrize("since", ["a newer upload", "a rollback"])
 def test_a_killed_publish_does_not_override_what_came_after_it(
     s3_endpoint: Any, store: ModelStore, settings: Settings, models_root: Path, context: Any, since: str
@@ -398,6 +405,7 @@ rollback[0].wait(timeout=60)
 """
 
 
+@real_stager_processes
 def test_a_rollback_racing_retention_never_leaves_current_on_a_removed_version(
     store: ModelStore, models_root: Path, trained: dict[str, Any]
 ) -> None:
@@ -423,6 +431,7 @@ print(json.dumps(stage_object(boto3.client("s3"), ModelStore(root), settings, bu
 """
 
 
+@real_stager_processes
 def test_concurrent_stagers_with_retention_leave_the_newest_upload_current_and_never_a_dangling_pointer(
     s3_endpoint: Any, store: ModelStore, models_root: Path
 ) -> None:
