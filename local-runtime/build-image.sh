@@ -6,7 +6,8 @@
 #
 # usage: local-runtime/build-image.sh TAG RIE_BINARY
 #   PYTHON         a python with pip, used to download the runtime's wheels for Python 3.13 (default python3)
-#   DEBIAN_MIRROR  where debootstrap fetches Debian (default http://deb.debian.org/debian)
+#   DEBIAN_MIRROR  where debootstrap fetches Debian (default: the Debian archive apt uses on this machine,
+#                  else debootstrap's own default)
 #
 # Does nothing when TAG exists with the recipe label of these exact inputs (this script, requirements.txt,
 # bootstrap, the emulator binary), so it is cheap to call before every run. Needs root, debootstrap and a
@@ -17,7 +18,12 @@ tag=${1:?usage: build-image.sh TAG RIE_BINARY}
 rie=${2:?usage: build-image.sh TAG RIE_BINARY}
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python3}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The first "URIs:" (deb822) or "deb" line of apt's own sources: the archive this machine already reaches.
+apt_mirror() {
+    awk '$1 == "URIs:" { print $2; exit } $1 == "deb" { print ($2 ~ /^\[/ ? $3 : $2); exit }' \
+        /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null || true
+}
+mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
 suite=trixie # its python3 is 3.13, the template's Runtime
 runtime_python=3.13
 recipe_label=bigpickle.recipe
@@ -44,7 +50,7 @@ rootfs=$(mktemp -d /var/tmp/bigpickle-lambda-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 
 echo "debootstrap $suite (minbase + python3) into $rootfs"
-debootstrap --variant=minbase --include=python3,ca-certificates "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 ||
+debootstrap --variant=minbase --include=python3,ca-certificates "$suite" "$rootfs" ${mirror:+"$mirror"} >"$rootfs.log" 2>&1 ||
     fail "debootstrap failed; last lines of $rootfs.log:$(echo; tail -20 "$rootfs.log")"
 rm -f "$rootfs.log"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc "$rootfs"/usr/share/man
