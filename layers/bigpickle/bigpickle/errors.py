@@ -90,6 +90,12 @@ class StagingError(BigPickleError):
     code = "staging_failed"
 
 
+class LambdaUnreachableError(StagingError):
+    """The Lambda API did not answer: the subnets have no route to it."""
+
+    code = "lambda_unreachable"
+
+
 class IntegrityError(StagingError):
     """Bytes on disk differ from what S3 said (size, checksum, ETag, range)."""
 

@@ -16,6 +16,11 @@ MODEL_FORMATS = {".pkl": PICKLE, ".pickle": PICKLE, ".joblib": JOBLIB, ".bpk": B
 KNOWN_FORMATS = frozenset(MODEL_FORMATS.values())
 
 
+def extension_of(fmt: str) -> str:
+    """The extension to give a file of `fmt` (the first one MODEL_FORMATS lists for it)."""
+    return next(suffix for suffix, named in MODEL_FORMATS.items() if named == fmt)
+
+
 def model_format(filename: str) -> str | None:
     """The serialisation format a file name implies, or None when it is not a model file."""
     return MODEL_FORMATS.get(Path(filename).suffix.lower())

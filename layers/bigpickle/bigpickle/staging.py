@@ -34,6 +34,7 @@ from bigpickle.config import Settings
 from bigpickle.errors import (
     BigPickleError,
     IntegrityError,
+    LambdaUnreachableError,
     StagingError,
     StorageFullError,
     UnsafePickleError,
@@ -424,12 +425,6 @@ Invoker = Callable[[dict[str, Any]], None]
 # still goes out before the time limit. botocore's defaults (60 s connect, legacy retries) could spend
 # minutes on a subnet that cannot reach the API, and S3's retry would then copy again from the checkpoint.
 LAMBDA_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3})
-
-
-class LambdaUnreachableError(StagingError):
-    """The Lambda API did not answer: the subnets have no route to it."""
-
-    code = "lambda_unreachable"
 
 
 def lambda_invoker(

@@ -21,13 +21,18 @@ def _major(version: str) -> str:
     return version.split(".", 1)[0]
 
 
+def saved_numpy_major(manifest: Manifest) -> str | None:
+    """The numpy line ("1.x", "2.x") staging read from the pickle; older manifests named it numpy_version."""
+    return manifest.details.get("numpy_major", manifest.details.get("numpy_version"))
+
+
 def version_mismatches(manifest: Manifest) -> list[str]:
     """'scikit-learn 1.5.2 (saved) vs 1.9.1 (here)'-style lines, empty when the versions agree or are unknown."""
     found = []
     saved_sklearn = manifest.details.get("sklearn_version")
     if saved_sklearn and saved_sklearn != sklearn.__version__:
         found.append(f"scikit-learn {saved_sklearn} (saved) vs {sklearn.__version__} (here)")
-    saved_numpy = manifest.details.get("numpy_major", manifest.details.get("numpy_version"))  # older manifests
+    saved_numpy = saved_numpy_major(manifest)
     if saved_numpy and _major(saved_numpy) != _major(np.__version__):
         found.append(f"numpy {saved_numpy} (saved) vs {np.__version__} (here)")
     return found

@@ -73,16 +73,30 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
+def _trailer(f: BinaryIO, size: int) -> tuple[int, int] | None:
+    """(index offset, index length) from the bigpickle trailer at the end of `f`, or None without one."""
+    if size < TRAILER.size:
+        return None
+    f.seek(size - TRAILER.size)
+    index_offset, index_length, magic = TRAILER.unpack(f.read(TRAILER.size))
+    return (index_offset, index_length) if magic == MAGIC else None
+
+
+def ends_with_trailer(f: BinaryIO, size: int) -> bool:
+    """Whether the file's bytes end as a bigpickle file does (one small read; the index is not checked)."""
+    return _trailer(f, size) is not None
+
+
 def read_layout(f: BinaryIO, size: int) -> Layout:
     """Read and check a bigpickle file's trailer and index (two small reads at the end of `f`, `size` bytes):
     the index is a JSON object of the schema above, every offset and length is an integer, every part lies
     inside the file before the index, and no two parts overlap. Raises LayoutError saying which rule broke."""
     if size < TRAILER.size:
         raise LayoutError(f"the file is {size} bytes, too short for a bigpickle trailer")
-    f.seek(size - TRAILER.size)
-    index_offset, index_length, magic = TRAILER.unpack(f.read(TRAILER.size))
-    if magic != MAGIC:
+    trailer = _trailer(f, size)
+    if trailer is None:
         raise LayoutError("the file does not end with the bigpickle trailer")
+    index_offset, index_length = trailer
     if index_length > MAX_INDEX_BYTES or index_offset + index_length != size - TRAILER.size:
         raise LayoutError(f"the trailer puts the index at {index_offset} (+{index_length}), not just before it")
     f.seek(index_offset)

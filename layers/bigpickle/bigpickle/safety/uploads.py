@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bigpickle.formats import BIGPICKLE, JOBLIB, PICKLE
+from bigpickle.formats import BIGPICKLE, JOBLIB, PICKLE, extension_of
 from bigpickle.safety.allowlist import Allowlist
-from bigpickle.safety.layout import MAGIC, TRAILER, LayoutError, check_against_scan, read_layout
+from bigpickle.safety.layout import LayoutError, check_against_scan, ends_with_trailer, read_layout
 from bigpickle.safety.rewriter import COPY_CHUNK, PickleRewriter
 from bigpickle.safety.scanner import PickleScanner, ScanReport
 
@@ -58,7 +58,6 @@ def upload_sink(fmt: str, incoming: Path, allowlist: Allowlist) -> UploadSink:
 
 
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
-EXTENSION_OF = {PICKLE: ".pkl", JOBLIB: ".joblib", BIGPICKLE: ".bpk"}
 
 
 def content_format(path: Path, report: ScanReport) -> str | None:
@@ -66,11 +65,8 @@ def content_format(path: Path, report: ScanReport) -> str | None:
     scanner met it), or a pickle's PROTO opcode; None for anything else."""
     with open(path, "rb") as f:
         head = f.read(1)
-        size = os.fstat(f.fileno()).st_size
-        if size >= TRAILER.size:
-            f.seek(size - TRAILER.size)
-            if TRAILER.unpack(f.read(TRAILER.size))[2] == MAGIC:
-                return BIGPICKLE
+        if ends_with_trailer(f, os.fstat(f.fileno()).st_size):
+            return BIGPICKLE
     if JOBLIB_WRAPPER in report.forbidden:
         return JOBLIB
     return PICKLE if head == b"\x80" else None
@@ -81,7 +77,7 @@ def _name_the_mismatch(report: ScanReport, upload: Path, fmt: str) -> ScanReport
     found = content_format(upload, report)
     if found is not None and found != fmt:
         report.problems.insert(
-            0, f"the content is a {found} file but its name says {fmt}: upload it as model{EXTENSION_OF[found]}"
+            0, f"the content is a {found} file but its name says {fmt}: upload it as model{extension_of(found)}"
         )
     return report
 

@@ -8,6 +8,7 @@ import numpy as np
 import sklearn
 
 from bigpickle.loading import LoadedModel
+from bigpickle.loading.compat import saved_numpy_major
 
 
 def describe(loaded: LoadedModel) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
         # Saved-with versions are read from the pickle at staging (manifest details), never by executing it.
         "sklearn_version": m.details.get("sklearn_version"),
         "runtime_sklearn_version": sklearn.__version__,
-        "numpy_major": m.details.get("numpy_major", m.details.get("numpy_version")),
+        "numpy_major": saved_numpy_major(m),
         "runtime_numpy_version": np.__version__,
         "n_features_in": getattr(model, "n_features_in_", None),
         "feature_names": None if feature_names is None else [str(n) for n in feature_names],
