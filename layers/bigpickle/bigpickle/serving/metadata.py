@@ -33,12 +33,7 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
         "runtime_numpy_version": np.__version__,
         "n_features_in": getattr(model, "n_features_in_", None),
         "feature_names": None if feature_names is None else [str(n) for n in feature_names],
-        # A multi-output classifier (MultiOutputClassifier, ClassifierChain) has a list of class arrays, one per output.
-        "classes": None
-        if classes is None
-        else [np.asarray(labels).tolist() for labels in classes]
-        if isinstance(classes, list)
-        else np.asarray(classes).tolist(),
+        "classes": _labels(classes),
         "supports_probabilities": hasattr(model, "predict_proba"),
         "load_seconds": round(loaded.load_seconds, 3),
         # What loading cost: an old pickle protocol shows here as ~2.3x the bytes.
@@ -50,3 +45,13 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
             "rss_growth_bytes": loaded.rss_growth,
         },
     }
+
+
+def _labels(classes: Any) -> Any:
+    """`classes_` as JSON: a multi-output classifier (MultiOutputClassifier, ClassifierChain) has a list of class
+    arrays, one per output."""
+    if classes is None:
+        return None
+    if isinstance(classes, list):
+        return [np.asarray(labels).tolist() for labels in classes]
+    return np.asarray(classes).tolist()
