@@ -46,7 +46,7 @@ from bigpickle.safety.layout import (
 from bigpickle.safety.layout import read_layout as read_layout_from
 from bigpickle.safety.rewriter import OUT_OF_BAND_MIN_BYTES, rewrite_file
 from bigpickle.safety.rewriter import file_checksum as file_checksum_of
-from bigpickle.safety.scanner import PickleScanner
+from bigpickle.safety.scanner import PickleScanner, verdict_key
 from bigpickle.safety.unpickler import RestrictedUnpickler, load_verified
 from bigpickle.units import MiB
 
@@ -85,6 +85,7 @@ def load_model_file(
             stream_sha256=digests.get("stream_sha256"),
             full=verify == VERIFY_FULL,
             allowlist=allowlist,
+            scanned_by=digests.get("scanned_by"),
         )
     return load_verified(path, fmt, sha256=sha256, mmap=mmap, allowlist=allowlist)
 
@@ -114,6 +115,11 @@ class _Region:
         self.left -= len(data)
         return data
 
+    def feed(self, sink: Any) -> None:
+        """Read the rest of the region into `sink` (bounded reads)."""
+        while self.left and (data := self.read()):
+            sink.update(data)
+
 
 def load_bigpickle(
     path: Path,
@@ -124,13 +130,16 @@ def load_bigpickle(
     full: bool,
     file_checksum: str | None = None,
     allowlist: Allowlist | None = None,
+    scanned_by: str | None = None,
 ) -> Any:
     """Load a bigpickle file: its layout checked completely, its stream read once through the sha256 and a
     fail-fast scanner into the restricted unpickler, its buffers mapped (or read) as the stream asks.
 
     With `stream_sha256` (staging's digest of the stream then the index) only those bytes are hashed;
     without it, or with `full`, the whole file is checked first: against `file_checksum` (a rewritten
-    file's, "ALGORITHM:hex") or else `file_sha256` (a file published as uploaded)."""
+    file's, "ALGORITHM:hex") or else `file_sha256` (a file published as uploaded). When staging scanned
+    this very stream under the rules and allowlist in force here (`scanned_by` is their `verdict_key`),
+    the stream is hashed first and, if it is that stream, unpickled without scanning it again."""
     allowlist = (allowlist or Allowlist()).for_format(BIGPICKLE)
     if file_checksum and full:
         actual = file_checksum_of(path, file_checksum.split(":")[0])
@@ -138,38 +147,62 @@ def load_bigpickle(
             raise _damaged(path, f"its checksum is {actual}, the manifest says {file_checksum}", ModelIntegrityError)
     elif full or stream_sha256 is None:
         check_sha256(path, file_sha256, hash_file(path))  # names the version's path: model, version
-    layout = read_layout(path)
+    scanned = not full and stream_sha256 is not None and scanned_by == verdict_key(allowlist)
+    with open(path, "rb") as f:  # one open for the layout, the stream and the mapping: every cold start pays it
+        layout = _checked_layout(path, f)
+        model = (_load_scanned if scanned else _load_scanning)(path, f, layout, stream_sha256, mmap, allowlist)
+    return audit_model(model, allowlist)  # the post-load audit, as for every other format
+
+
+def _load_scanned(
+    path: Path, f: BinaryIO, layout: Layout, stream_sha256: str | None, mmap: bool, allowlist: Allowlist
+) -> Any:
+    """A stream staging scanned: hashed whole before the unpickler reads a byte of it (bounded reads), so
+    what runs is the stream the verdict was given on."""
+    digest = hashlib.sha256()
+    f.seek(layout.stream_offset)
+    _Region(f, layout.pickle_bytes).feed(digest)
+    _check_stream(path, f, layout, digest, stream_sha256)
+    f.seek(layout.stream_offset)
+    with contextlib.closing(oob_buffers(f, layout, mmap=mmap)) as buffers:
+        return RestrictedUnpickler(_Region(f, layout.pickle_bytes), allowlist, buffers=buffers).load()
+
+
+def _load_scanning(
+    path: Path, f: BinaryIO, layout: Layout, stream_sha256: str | None, mmap: bool, allowlist: Allowlist
+) -> Any:
+    """Any other stream: read once through the sha256 and the fail-fast scanner into the unpickler, which
+    executes only what the scanner has passed; the layout is then held against what the scanner saw."""
     digest = hashlib.sha256()
     scanner = PickleScanner(BIGPICKLE, allowlist, fail_fast=True)
-    with open(path, "rb") as f:
-        f.seek(layout.stream_offset)
-        reader = HashingReader(_Region(f, layout.pickle_bytes), [digest, scanner])
-        try:
-            with contextlib.closing(oob_buffers(path, layout, mmap=mmap)) as buffers:
-                model = RestrictedUnpickler(reader, allowlist, buffers=buffers).load()
-        except Exception as exc:  # a damaged stream reads as garbage: say so when its digest shows it
-            _check_stream(path, f, reader, layout, digest, stream_sha256, exc)
-            raise
-        _check_stream(path, f, reader, layout, digest, stream_sha256)
+    f.seek(layout.stream_offset)
+    reader = HashingReader(_Region(f, layout.pickle_bytes), [digest, scanner])
+    try:
+        with contextlib.closing(oob_buffers(f, layout, mmap=mmap)) as buffers:
+            model = RestrictedUnpickler(reader, allowlist, buffers=buffers).load()
+    except Exception as exc:  # a damaged stream reads as garbage: say so when its digest shows it
+        reader.drain()
+        _check_stream(path, f, layout, digest, stream_sha256, exc)
+        raise
+    reader.drain()
+    _check_stream(path, f, layout, digest, stream_sha256)
     report = scanner.verdict()
     try:
         check_against_scan(layout, report.stream_bytes, report.oob_buffers)
     except LayoutError as exc:
         raise _damaged(path, str(exc)) from None
-    return audit_model(model, allowlist)  # the post-load audit, as for every other format
+    return model
 
 
 def _check_stream(
     path: Path,
     f: BinaryIO,
-    reader: HashingReader,
     layout: Layout,
     digest: Any,
     expected: str | None,
     failure: Exception | None = None,
 ) -> None:
-    """Finish hashing the stream (what the unpickler left of it) and the index; compare with the manifest."""
-    reader.drain()
+    """Add the index to `digest` (which holds the whole stream) and compare it with the manifest's."""
     f.seek(layout.index_offset)
     digest.update(f.read(layout.index_length))
     if expected is not None and digest.hexdigest() != expected:
@@ -191,37 +224,39 @@ def _damaged(path: Path, what: str, error: type[ModelNotReadyError] = ModelLoadE
 def read_layout(path: Path) -> Layout:
     """A bigpickle file's checked layout; a damaged one raises ModelIntegrityError (503) saying what to do."""
     with open(path, "rb") as f:
-        try:
-            return read_layout_from(f, os.fstat(f.fileno()).st_size)
-        except LayoutError as exc:
-            raise _damaged(path, str(exc)) from None
+        return _checked_layout(path, f)
 
 
-def oob_buffers(path: Path, layout: Layout, *, mmap: bool) -> Iterator[memoryview | np.ndarray]:
-    """The out-of-band buffers in stream order, produced as the unpickler asks for them.
+def _checked_layout(path: Path, f: BinaryIO) -> Layout:
+    try:
+        return read_layout_from(f, os.fstat(f.fileno()).st_size)
+    except LayoutError as exc:
+        raise _damaged(path, str(exc)) from None
+
+
+def oob_buffers(f: BinaryIO, layout: Layout, *, mmap: bool) -> Iterator[memoryview | np.ndarray]:
+    """The out-of-band buffers of the open file `f` in stream order, produced as the unpickler asks for them.
 
     Mapped: read-only views of one shared mapping (the arrays keep it alive). Read: one uninitialised
-    byte array per buffer filled by bounded `readinto`, so each array is allocated once, never copied (1.0x).
+    byte array per buffer filled by bounded `preadinto`, so each array is allocated once, never copied (1.0x).
     """
     if mmap:
-        with open(path, "rb") as f:
-            mapping = mmaplib.mmap(f.fileno(), 0, access=mmaplib.ACCESS_READ)
-        view = memoryview(mapping)
+        if not layout.buffers:
+            return
+        view = memoryview(mmaplib.mmap(f.fileno(), 0, access=mmaplib.ACCESS_READ))
         for offset, length, _ in layout.buffers:
             yield view[offset : offset + length]
         return
-    with open(path, "rb", buffering=0) as f:
-        for offset, length, _ in layout.buffers:
-            buffer = np.empty(length, dtype=np.uint8)  # not zero-filled: readinto is the first touch
-            target = memoryview(buffer)
-            f.seek(offset)
-            done = 0
-            while done < length:
-                n = f.readinto(target[done : done + IO_CHUNK])
-                if not n:
-                    raise ModelLoadError(f"{path} ends inside buffer at {offset} (+{length})")
-                done += n
-            yield buffer
+    for offset, length, _ in layout.buffers:
+        buffer = np.empty(length, dtype=np.uint8)  # not zero-filled: the read is the first touch
+        target = memoryview(buffer)
+        done = 0
+        while done < length:
+            n = os.preadv(f.fileno(), [target[done : done + IO_CHUNK]], offset + done)
+            if not n:
+                raise ModelLoadError(f"{f.name} ends inside buffer at {offset} (+{length})")
+            done += n
+        yield buffer
 
 
 class _BufferCollector(pickle.Pickler):

@@ -10,6 +10,7 @@ keeps such a model from being published at all. docs/security.md says why both e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -29,29 +30,44 @@ class ModelInvalidError(ModelNotReadyError):
     code = "model_invalid"
 
 
-def _marker(path: Path, sha256: str | None, markers: Path) -> Path:
-    key = hashlib.sha256(f"{Path(path).resolve()}\0{sha256}".encode()).hexdigest()[:32]
-    return markers / f"{key}.loading"
+def _marker(path: Path, sha256: str | None, markers: Path) -> str:
+    key = hashlib.sha256(f"{os.path.abspath(path)}\0{sha256}".encode()).hexdigest()[:32]
+    return os.path.join(markers, f"{key}.loading")
 
 
 def guarded(loader: Callable[..., Any], markers: Path = MARKER_DIR) -> Callable[..., Any]:
-    """`loader` (registry.Loader signature) that refuses a file whose previous load never returned."""
+    """`loader` (registry.Loader signature) that refuses a file whose previous load never returned.
+
+    The marker is made with one exclusive create (it is on every cold start's path: plain system calls,
+    no pathlib round trips), and the folder only when that create finds it missing."""
 
     def load(path: Path, fmt: str, *, sha256: str | None = None, **options: Any) -> Any:
         marker = _marker(path, sha256, markers)
-        if marker.exists():
+        try:
+            _create(marker)
+        except FileExistsError:
             raise ModelInvalidError(
                 f"{Path(path).name} (sha256 {sha256}) killed this function the last time it was loaded; it is "
                 "not loaded again. Publish a new version or roll back (docs/security.md)"
-            )
-        markers.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(os.getpid()))
+            ) from None
+        except FileNotFoundError:
+            os.makedirs(markers, exist_ok=True)
+            _create(marker)
         try:
             return loader(path, fmt, sha256=sha256, **options)
         finally:
-            marker.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(marker)
 
     return load
+
+
+def _create(marker: str) -> None:
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    finally:
+        os.close(fd)
 
 
 # The registry's default loader.

@@ -15,14 +15,17 @@ persistent ids, the copyreg extension registry, malformed or truncated streams, 
 
 from __future__ import annotations
 
+import hashlib
 import pickletools
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bigpickle.errors import UnsafePickleError
 from bigpickle.formats import BIGPICKLE, JOBLIB, PICKLE
+from bigpickle.safety import allowlist as _allowlist_module
 from bigpickle.safety.allowlist import JOBLIB_ARRAY_WRAPPER, Allowlist, canonical
 from bigpickle.units import KiB
 
@@ -164,6 +167,7 @@ class PickleScanner:
         self._dead = False
         self._payload_bytes = 0  # every counted argument: what the load allocates for bytes and strings
         self._call_bytes = 0  # what calls allocate from their arguments (bytes(n), bytearray(n))
+        self._hooked = type(self)._opcode is not PickleScanner._opcode  # a subclass re-emits each opcode
 
     # -- feeding --
 
@@ -206,10 +210,18 @@ class PickleScanner:
     # -- parsing --
 
     def _parse_pending(self) -> None:
-        buf, pos = self._pending, 0
+        buf, pos, step = self._pending, 0, self._step
         try:
             while pos < len(buf) and not self._done:
-                if self._skip:
+                if not self._skip and self._padding_then is None:  # the common case first
+                    new = step(buf, pos)
+                    if new < 0:
+                        self._incomplete(pos, len(buf))
+                        if len(buf) - pos > MAX_LINE + 32:
+                            raise _Fatal(f"an argument at offset {self._offset + pos} is longer than {MAX_LINE} bytes")
+                        break
+                    pos = new
+                elif self._skip:
                     take = min(self._skip, len(buf) - pos)
                     self._payload(bytes(buf[pos : pos + take]))
                     self._skip -= take
@@ -219,13 +231,6 @@ class PickleScanner:
                     self._skip = buf[pos] + self._padding_then
                     self._padding_then = None
                     pos += 1
-                else:
-                    new = self._step(buf, pos)
-                    if new < 0:
-                        if len(buf) - pos > MAX_LINE + 32:
-                            raise _Fatal(f"an argument at offset {self._offset + pos} is longer than {MAX_LINE} bytes")
-                        break
-                    pos = new
         except _Fatal as exc:
             self._dead = True
             self._refuse(str(exc))
@@ -236,36 +241,40 @@ class PickleScanner:
         del buf[:pos]
 
     def _step(self, buf: bytearray, pos: int) -> int:
-        """Handle the opcode at `pos`; the offset after it, or -1 when its argument is not all here yet."""
+        """Handle the opcode at `pos`; the offset after it, or -1 when its argument is not all here yet.
+        The hot path of every load (the stream is scanned each time a model is loaded): kept flat."""
         code = buf[pos]
         spec = _OPS.get(code)
-        if spec is None or (not self.report.opcodes and code != 0x80):
+        report = self.report
+        if spec is None or (not report.opcodes and code != 0x80):
             raise _Fatal(self._not_an_opcode(code, pos))
         kind, unpack, size, handler = spec
         p = pos + 1
-        end = len(buf)
+        stop = p  # where the opcode's bytes end for the frame check (a large payload included)
         arg: Any = None
         if kind == _FIXED_ARG:
-            if p + size > end:
-                return -1
-            (arg,) = unpack(buf, p)
             p += size
+            if p > len(buf):
+                return -1
+            (arg,) = unpack(buf, pos + 1)
+            stop = p
         elif kind == _COUNTED_ARG:
-            if p + size > end:
+            if p + size > len(buf):
                 return -1
             (length,) = unpack(buf, p)
             if length < 0:
                 raise _Fatal(f"negative length {length} at offset {self._offset + pos}")
             p += size
             if length <= SMALL_PAYLOAD:
-                if p + length > end:
+                if p + length > len(buf):
                     return -1
                 arg = bytes(buf[p : p + length])
                 p += length
+                stop = p
             else:  # counted, never held
                 self._skip = length
+                stop = p + length
             self._payload_bytes += length
-            self._check_frame(pos, p + (length if length > SMALL_PAYLOAD else 0))
         elif kind == _LINES_ARG:
             lines = []
             for _ in range(size):
@@ -275,11 +284,16 @@ class PickleScanner:
                 lines.append(bytes(buf[p:nl]))
                 p = nl + 1
             arg = lines
-        if kind != _COUNTED_ARG:
-            self._check_frame(pos, p)
-        self.report.opcodes += 1
-        self._at = self._offset + p
-        self._opcode(code, bytes(buf[pos:p]), arg, handler)
+            stop = p
+        offset = self._offset
+        if offset + pos < self._frame_end < offset + stop:
+            self._frame_crossed(pos, stop)
+        report.opcodes += 1
+        self._at = offset + p
+        if self._hooked:
+            self._opcode(code, bytes(buf[pos:p]), arg, handler)
+        else:
+            handler(self, arg)
         if len(self._stack) > MAX_STACK:
             raise _Fatal(f"the stack grew past {MAX_STACK} items")
         return p
@@ -295,16 +309,21 @@ class PickleScanner:
     def _padding(self, length: int) -> None:
         """joblib: the padding-length byte before an array's bytes (a hook, like `_opcode`)."""
 
-    def _check_frame(self, pos: int, end: int) -> None:
+    def _incomplete(self, pos: int, end: int) -> None:
+        """The opcode at `pos` waits for more bytes, yet bytes past its frame's end are here: it crosses it.
+        Refused now, not once its argument is complete: an unpickler reading through a fail-fast scanner
+        re-reads after the frame, and would run what the scanner still holds as this argument."""
+        if self._offset + pos < self._frame_end < self._offset + end:
+            self._frame_crossed(pos, end)
+
+    def _frame_crossed(self, pos: int, end: int) -> None:
         """The standard pickler ends a frame between two opcodes, and writes a large payload outside any
         frame. An opcode that straddles a frame's end is read one way here and another way by an unpickler
         that re-reads after the frame (CPython's, from a file without `peek`): refuse it."""
-        start, stop = self._offset + pos, self._offset + end
-        if start < self._frame_end < stop:
-            raise _Fatal(
-                f"the opcode at offset {start} crosses the end of its frame at offset {self._frame_end} "
-                "(the standard pickler never writes this; unpicklers would read it differently)"
-            )
+        raise _Fatal(
+            f"the opcode at offset {self._offset + pos} crosses the end of its frame at offset {self._frame_end} "
+            "(the standard pickler never writes this; unpicklers would read it differently)"
+        )
 
     def _not_an_opcode(self, code: int, pos: int) -> str:
         if not self.report.opcodes:
@@ -346,9 +365,6 @@ class PickleScanner:
 
     # -- the symbolic stack --
 
-    def _push(self, value: Any) -> None:
-        self._stack.append(value)
-
     def _pop(self) -> Any:
         if not self._stack:
             raise _Fatal(f"stack underflow at offset {self._at}")
@@ -373,7 +389,7 @@ class PickleScanner:
     def _call(self, func: Any, args: Any) -> None:
         if not isinstance(func, _Global):
             self._refuse(f"offset {self._at}: calls an object that is not a named global (a stack or memo trick)")
-            self._push(OPAQUE)
+            self._stack.append(OPAQUE)
             return
         if not self.allowlist.may_call(func.module, func.name) and self.allowlist.allows(func.module, func.name):
             # references, not calls: a ufunc or type a model keeps as an attribute is never run while loading
@@ -381,7 +397,7 @@ class PickleScanner:
         problem = self._call_problem(func, args)
         if problem:
             self._refuse(f"offset {self._at}: {problem}")
-        self._push(_Call(func, args))
+        self._stack.append(_Call(func, args))
 
     def _call_problem(self, func: _Global, args: Any) -> str | None:
         """What a call would allocate or build that its arguments do not bound, or an array its buffer
@@ -427,7 +443,7 @@ class PickleScanner:
         self._pop()
         if self._outer:  # the end of a joblib object array: back to the outer stream, which gets the array
             self._stack, self._memo = self._outer.pop()
-            self._push(OPAQUE)
+            self._stack.append(OPAQUE)
             return
         self._done = True
         self.report.stream_bytes = self._at
@@ -446,50 +462,50 @@ class PickleScanner:
                 arg = int(text)
             except ValueError:
                 raise _Fatal(f"bad integer at offset {self._at}") from None
-        self._push(arg)
+        self._stack.append(arg)
 
     def op_long_bin(self, arg: bytes | None) -> None:
-        self._push(OPAQUE if arg is None else int.from_bytes(arg, "little", signed=True))
+        self._stack.append(OPAQUE if arg is None else int.from_bytes(arg, "little", signed=True))
 
     def op_text(self, arg: bytes | None) -> None:
         if arg is None:
-            self._push(OPAQUE)
+            self._stack.append(OPAQUE)
             return
         try:
-            self._push(arg.decode("utf-8", "surrogatepass"))
+            self._stack.append(arg.decode("utf-8", "surrogatepass"))
         except UnicodeDecodeError:
-            self._push(OPAQUE)
+            self._stack.append(OPAQUE)
 
     def op_text_line(self, arg: list[bytes]) -> None:
         try:
-            self._push(arg[0].decode("raw-unicode-escape"))
+            self._stack.append(arg[0].decode("raw-unicode-escape"))
         except UnicodeDecodeError:
-            self._push(OPAQUE)
+            self._stack.append(OPAQUE)
 
     def op_py2_string(self, arg: bytes | None) -> None:
         try:  # the unpickler decodes protocol-2 strings as ASCII by default
-            self._push(OPAQUE if arg is None else arg.decode("ascii"))
+            self._stack.append(OPAQUE if arg is None else arg.decode("ascii"))
         except UnicodeDecodeError:
-            self._push(OPAQUE)
+            self._stack.append(OPAQUE)
 
     def op_bytes(self, arg: bytes | None) -> None:
-        self._push(_Payload(self._skip) if arg is None else arg)
+        self._stack.append(_Payload(self._skip) if arg is None else arg)
 
     def op_opaque(self, _arg: Any) -> None:
-        self._push(OPAQUE)
+        self._stack.append(OPAQUE)
 
     def op_none(self, _arg: None) -> None:
-        self._push(None)
+        self._stack.append(None)
 
     def op_true(self, _arg: None) -> None:
-        self._push(True)
+        self._stack.append(True)
 
     def op_false(self, _arg: None) -> None:
-        self._push(False)
+        self._stack.append(False)
 
     def op_next_buffer(self, _arg: None) -> None:
         self.report.oob_buffers += 1
-        self._push(OPAQUE)
+        self._stack.append(OPAQUE)
 
     def op_noop(self, _arg: None) -> None:
         self._top()
@@ -504,13 +520,13 @@ class PickleScanner:
 
     def op_from_mark(self, _arg: None) -> None:
         self._pop_mark()
-        self._push(OPAQUE)
+        self._stack.append(OPAQUE)
 
     def op_empty_tuple(self, _arg: None) -> None:
-        self._push(())
+        self._stack.append(())
 
     def _tuple(self, items: list[Any]) -> None:
-        self._push(tuple(items) if len(items) <= MAX_SMALL_CONTAINER else OPAQUE)
+        self._stack.append(tuple(items) if len(items) <= MAX_SMALL_CONTAINER else OPAQUE)
 
     def op_tuple(self, _arg: None) -> None:
         self._tuple(self._pop_mark())
@@ -527,12 +543,12 @@ class PickleScanner:
         self._tuple([a, b, c])
 
     def op_empty_dict(self, _arg: None) -> None:
-        self._push({})
+        self._stack.append({})
 
     def op_dict(self, _arg: None) -> None:
         target: dict[Any, Any] = {}
         self._set_items(target, self._pop_mark())
-        self._push(target)
+        self._stack.append(target)
 
     def op_setitem(self, _arg: None) -> None:
         value, key = self._pop(), self._pop()
@@ -548,10 +564,10 @@ class PickleScanner:
         self._stack.pop()
 
     def op_dup(self, _arg: None) -> None:
-        self._push(self._top())
+        self._stack.append(self._top())
 
     def op_mark(self, _arg: None) -> None:
-        self._push(MARK)
+        self._stack.append(MARK)
 
     def op_pop_mark(self, _arg: None) -> None:
         self._pop_mark()
@@ -560,22 +576,25 @@ class PickleScanner:
         index = int(arg[0]) if isinstance(arg, list) else arg
         if index not in self._memo:
             raise _Fatal(f"memo index {index} read before it was written (offset {self._at})")
-        self._push(self._memo[index])
+        self._stack.append(self._memo[index])
 
     def op_put(self, arg: Any) -> None:
         index = int(arg[0]) if isinstance(arg, list) else arg
         self._memo[index] = self._top()
 
     def op_memoize(self, _arg: None) -> None:
-        self._memo[len(self._memo)] = self._top()
+        stack = self._stack
+        if not stack or stack[-1] is MARK:
+            self._top()  # raises the underflow
+        self._memo[len(self._memo)] = stack[-1]
 
     def op_ext(self, arg: int) -> None:
         self._refuse(f"offset {self._at}: uses the copyreg extension registry (code {arg})")
-        self._push(OPAQUE)
+        self._stack.append(OPAQUE)
 
     def op_persid(self, _arg: Any) -> None:
         self._refuse(f"offset {self._at}: uses a persistent id, which no model needs")
-        self._push(OPAQUE)
+        self._stack.append(OPAQUE)
 
     def op_binpersid(self, _arg: None) -> None:
         self._pop()
@@ -586,15 +605,15 @@ class PickleScanner:
             module, name = (part.decode("utf-8") for part in arg)
         except UnicodeDecodeError:
             raise _Fatal(f"a GLOBAL name at offset {self._at} is not UTF-8") from None
-        self._push(self._global(module, name))
+        self._stack.append(self._global(module, name))
 
     def op_stack_global(self, _arg: None) -> None:
         name, module = self._pop(), self._pop()
         if not (isinstance(module, str) and isinstance(name, str)):
             self._refuse(f"offset {self._at}: STACK_GLOBAL with a computed name, not two strings")
-            self._push(OPAQUE)
+            self._stack.append(OPAQUE)
             return
-        self._push(self._global(module, name))
+        self._stack.append(self._global(module, name))
 
     def op_inst(self, arg: list[bytes]) -> None:
         self.op_global(arg)
@@ -651,7 +670,7 @@ class PickleScanner:
             self._outer.append((self._stack, self._memo))
             self._stack, self._memo = [], {}
             return
-        self._push(OPAQUE)
+        self._stack.append(OPAQUE)
         nbytes = count * itemsize
         self._payload_bytes += nbytes
         if isinstance(state, dict) and state.get("numpy_array_alignment_bytes") is not None:
@@ -859,3 +878,23 @@ def _layout(op: pickletools.OpcodeInfo) -> tuple[int, Any, int]:
 _OPS: dict[int, tuple[int, Any, int, Callable[[PickleScanner, Any], None]]] = {
     ord(op.code.encode("latin-1")): (*_layout(op), _HANDLERS[op.name]) for op in pickletools.opcodes
 }
+
+
+def _rules_digest() -> str:
+    """The digest of the code that decides a verdict (this module and the allowlist's), read once at import:
+    any change to either, even a comment, gives verdicts recorded before it another key."""
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], _allowlist_module):
+        with open(module.__file__ or "", "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+RULES_DIGEST = _rules_digest()
+
+
+def verdict_key(allowlist: Allowlist) -> str:
+    """What a recorded "safe" verdict on a stream holds for: these scanner and allowlist rules and this
+    operator's PICKLE_ALLOWLIST_EXTRA. A load under another key scans the stream again."""
+    extra = ",".join(sorted(f"{module}:{name}" for module, name in allowlist.extra))
+    return hashlib.sha256(f"{RULES_DIGEST}\0{extra}".encode()).hexdigest()

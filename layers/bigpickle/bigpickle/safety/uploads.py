@@ -1,16 +1,18 @@
 """What staging publishes for an upload: the checked form of its bytes, decided while they stream in.
 
     upload               sink during the copy                    published
-    .pkl .pickle .joblib PickleRewriter (scanner + rewriter)     model.bpk, rewritten; or the upload as it
-                                                                 came when the rewrite cannot be proven exact
+    .pkl .pickle .joblib PickleRewriter (scanner + rewriter)     model.bpk, rewritten, once its layout and
+                                                                 stream checked out as an uploaded .bpk's
+                                                                 do; or the upload as it came when the
+                                                                 rewrite cannot be proven exact
     .bpk                 counted only                            the upload, once its layout checked out:
                                                                  trailer, index, offsets, stream = STOP,
                                                                  one buffer per out-of-band reference
 
 The manifest's `details["layout"]` says which, and why (`rewritten`, `reason`), with the published file's
 own checksum and digest (`file_checksum` of the whole file, `stream_sha256` of the stream then the index,
-what a load hashes by default)
-next to `sha256`, which stays the digest of the object as uploaded.
+what a load hashes by default) and `scanned_by`, the key of the scanner verdict on that very stream, next to
+`sha256`, which stays the digest of the object as uploaded.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from bigpickle.formats import BIGPICKLE, JOBLIB, PICKLE, extension_of
 from bigpickle.safety.allowlist import Allowlist
 from bigpickle.safety.layout import LayoutError, check_against_scan, ends_with_trailer, read_layout
 from bigpickle.safety.rewriter import COPY_CHUNK, PickleRewriter
-from bigpickle.safety.scanner import PickleScanner, ScanReport
+from bigpickle.safety.scanner import PickleScanner, ScanReport, verdict_key
 
 REWRITTEN_FILE = "model.bpk"
 
@@ -97,14 +99,25 @@ def finish_upload(
     result = sink.publish()
     if result.layout is None:
         return report, PublishedForm(upload.name, fmt, {"layout": result.details()})
+    rewritten = upload.with_name(REWRITTEN_FILE)
+    check, checked = check_bigpickle(rewritten, allowlist)
+    if checked is None or checked.details["layout"]["stream_sha256"] != result.stream_sha256:
+        # the rewriter's own output failed the checks its input passed: never publish it
+        rewritten.unlink()
+        problems = "; ".join(check.reasons()[:3]) or "its stream hashes differently from what was written"
+        layout = {"rewritten": False, "reason": f"the rewritten file did not check out ({problems})"}
+        return report, PublishedForm(upload.name, fmt, {"layout": layout})
     upload.unlink()
     source = {"file": upload.name, "format": fmt}
-    return report, PublishedForm(REWRITTEN_FILE, BIGPICKLE, {"layout": result.details(), "source": source})
+    layout = {**result.details(), "scanned_by": checked.details["layout"]["scanned_by"]}
+    return report, PublishedForm(REWRITTEN_FILE, BIGPICKLE, {"layout": layout, "source": source})
 
 
 def check_bigpickle(path: Path, allowlist: Allowlist) -> tuple[ScanReport, PublishedForm | None]:
-    """Check an uploaded .bpk completely: its layout, and its stream scanned to STOP from the file
-    (bounded reads; the buffers are not read). A malformed file is refused with the reason."""
+    """Check a .bpk completely (an upload, or the rewriter's output): its layout, and its stream scanned to
+    STOP from the file (bounded reads; the buffers are not read). A malformed file is refused with the
+    reason. The details record the stream's digest and the key of the verdict (`scanned_by`): a load under
+    the same key need not scan that stream again (docs/security.md "Integrity at load")."""
     scanner = PickleScanner(BIGPICKLE, allowlist)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -134,6 +147,7 @@ def check_bigpickle(path: Path, allowlist: Allowlist) -> tuple[ScanReport, Publi
         "reason": "uploaded in the bigpickle layout",
         "version": layout.version,
         "stream_sha256": digest.hexdigest(),
+        "scanned_by": verdict_key(allowlist),
         "pickle_bytes": layout.pickle_bytes,
         "buffers": len(layout.buffers),
         "buffer_bytes": layout.buffer_bytes,
