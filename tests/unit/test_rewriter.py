@@ -163,6 +163,26 @@ def test_staging_publishes_an_upload_rewritten_with_its_provenance_and_the_publi
     assert answers(load_published(store, "knn", mmap=True), X) == answers(model, X)
 
 
+@pytest.mark.parametrize("mmap", ["on", "off"])
+def test_a_model_larger_than_half_the_stage_function_is_trial_loaded_when_the_predict_side_maps_it(
+    mmap: str, moto_s3: Any, store: ModelStore
+) -> None:
+    # given a 120 MB model of one array, and a stage function of 600 MiB (a trial load may take half of it)
+    X = np.random.default_rng(5).random((150_000, 100))
+    moto_s3.put_object(
+        Bucket=BUCKET, Key="models/big/model.pkl", Body=pickle.dumps(KNeighborsClassifier().fit(X, X[:, 0] > 0.5))
+    )
+    env = {"MODELS_ROOT": str(store.root), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "600", "MODEL_MMAP": mmap}
+
+    # when it is staged
+    stage_object(moto_s3, store, Settings.from_env(env), BUCKET, "models/big/model.pkl")
+
+    # then, mapped as the predict side will map it, its trial load fits (and its probe recorded the features);
+    # read into memory (3x its bytes) it would not, and is published without one
+    features = store.read_manifest("big").features
+    assert (features is not None and len(features) == 100) if mmap == "on" else features is None
+
+
 def bpk_with_index(tmp_path: Path, edit: Any) -> Path:
     """A valid .bpk whose index JSON is replaced by `edit(index)` (bytes, or an object to dump)."""
     X = np.random.default_rng(2).random((500, 40))

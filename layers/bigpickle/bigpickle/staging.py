@@ -45,7 +45,7 @@ from bigpickle.formats import model_format
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
 from bigpickle.safety.scanner import ScanReport
-from bigpickle.safety.trial import fits_in, trial_load
+from bigpickle.safety.trial import fits_in, mapped_bytes, trial_load
 from bigpickle.safety.uploads import PublishedForm, UploadSink, finish_upload, upload_sink
 from bigpickle.store import Manifest, ModelStore, Publication, validate_model_name
 from bigpickle.transfer import (
@@ -245,9 +245,7 @@ def _copy_and_publish(
             )
         _check_s3_checksum(copy.verifier)
         report, published = _check_upload(copy, model_key, incoming, log)
-        features = None
-        if fits_in(obj.size, settings.function_memory_bytes):
-            features = trial_load(incoming / published.file, published.format, copy.allowlist, probe=recorded_features)
+        features = _trial_load(incoming / published.file, published, copy.allowlist, settings)
         manifest = _manifest(model_key, version, obj, copy, report, published, sequencer, features)
         publication = store.publish(manifest)
     except (IntegrityError, StorageFullError, UnsafePickleError):
@@ -322,6 +320,17 @@ def _check_upload(
         )
         report.raise_if_unsafe()
     return report, published
+
+
+def _trial_load(path: Path, published: PublishedForm, allowlist: Allowlist, settings: Settings) -> Any:
+    """The predict function's own load (MODEL_MMAP, the published layout's digests and verdict) in a limited
+    child, when the stage function can hold what it does not map; what the probe learnt (the features)."""
+    layout = published.details.get("layout")
+    mapped = mapped_bytes(published.format, layout, settings.model_mmap)
+    if not fits_in(path.stat().st_size, settings.function_memory_bytes, mapped):
+        return None
+    load = {"mmap": settings.model_mmap, "layout": layout}
+    return trial_load(path, published.format, allowlist, probe=recorded_features, **load)
 
 
 def _manifest(

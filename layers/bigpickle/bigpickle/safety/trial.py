@@ -25,12 +25,13 @@ import multiprocessing
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bigpickle.errors import UnsafePickleError
+from bigpickle.formats import BIGPICKLE
 from bigpickle.safety.allowlist import BASE, Allowlist
 from bigpickle.units import MiB
 
@@ -44,18 +45,33 @@ Probe = Callable[[Any], Any]  # the loaded model -> something picklable learnt f
 
 @dataclass(frozen=True)
 class TrialLimits:
-    memory_bytes: int  # growth allowed over the child's address space when it starts
+    memory_bytes: int  # growth allowed over the child's address space when it starts, besides the mapping
     seconds: float
+    mapping_bytes: int = 0  # the file's read-only mapping, when the load maps it (page cache, not memory)
 
     @classmethod
-    def for_file(cls, size: int) -> TrialLimits:
-        return cls(max(BUDGET_FLOOR, BUDGET_PER_FILE_BYTE * size), BASE_SECONDS + SECONDS_PER_GIB * size / (1024 * MiB))
+    def for_file(cls, size: int, mapped_bytes: int = 0) -> TrialLimits:
+        """The budget for a file of `size` bytes whose `mapped_bytes` a mapped load leaves in the mapping
+        (the layout's buffers that no estimator copies): only the rest is priced per byte."""
+        return cls(
+            max(BUDGET_FLOOR, BUDGET_PER_FILE_BYTE * (size - mapped_bytes)),
+            BASE_SECONDS + SECONDS_PER_GIB * size / (1024 * MiB),
+            size if mapped_bytes else 0,
+        )
 
 
-def fits_in(size: int, function_memory_bytes: int | None) -> bool:
-    """Can the stage function hold a trial load of a file this big (None: outside Lambda, the machine's memory)?"""
+def fits_in(size: int, function_memory_bytes: int | None, mapped_bytes: int = 0) -> bool:
+    """Can the stage function hold a trial load of a file this big (None: outside Lambda, the machine's memory)?
+    A mapped load needs memory for what it does not map: the seed's 19 GB model of one array fits."""
     memory = function_memory_bytes or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return TrialLimits.for_file(size).memory_bytes < memory // 2
+    return TrialLimits.for_file(size, mapped_bytes).memory_bytes < memory // 2
+
+
+def mapped_bytes(fmt: str, layout: Mapping[str, Any] | None, mmap: bool) -> int:
+    """What a load leaves in the file's mapping: a bigpickle file's buffers, but those an estimator copies."""
+    if not (mmap and fmt == BIGPICKLE and layout):
+        return 0
+    return int(layout.get("buffer_bytes", 0)) - int(layout.get("copied_bytes", 0))
 
 
 def _address_space() -> int:
@@ -85,7 +101,15 @@ def _fingerprint(objects: list[tuple[str, Any]]) -> dict[str, int]:
     return prints
 
 
-def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, budget: int, probe: Probe | None) -> None:
+def _child(
+    conn: Any,
+    path: Path,
+    fmt: str,
+    allowlist: Allowlist,
+    limits: TrialLimits,
+    load: Mapping[str, Any],
+    probe: Probe | None,
+) -> None:
     gc.disable()  # the child is brief; a collection would only cost time
     try:
         # Imported before the limit (preloaded by the fork server): the libraries' own mappings are not the
@@ -93,9 +117,9 @@ def _child(conn: Any, path: Path, fmt: str, allowlist: Allowlist, budget: int, p
         load_model_file = importlib.import_module(LOADER_MODULE).load_model_file  # the predict side's own load
         objects = _allowlisted_objects(allowlist)
         before = _fingerprint(objects)
-        limit = _address_space() + budget
+        limit = _address_space() + limits.memory_bytes + limits.mapping_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        model = load_model_file(path, fmt, allowlist=allowlist)
+        model = load_model_file(path, fmt, allowlist=allowlist, **load)
         changed = sorted(key for key, value in _fingerprint(objects).items() if before.get(key) != value)
         if changed:
             raise UnsafePickleError([f"the load changed {', '.join(changed[:5])} for the whole process"])
@@ -122,15 +146,24 @@ def _context() -> Any:
 
 
 def trial_load(
-    path: Path, fmt: str, allowlist: Allowlist, limits: TrialLimits | None = None, probe: Probe | None = None
+    path: Path,
+    fmt: str,
+    allowlist: Allowlist,
+    limits: TrialLimits | None = None,
+    probe: Probe | None = None,
+    *,
+    mmap: bool = False,
+    layout: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Load `path` in a limited child; raise UnsafePickleError with the reason if it does not load cleanly.
-    Returns what `probe` (a module-level function: it crosses to the fork server by name) found out about the
-    loaded model, or None without a probe."""
-    limits = limits or TrialLimits.for_file(path.stat().st_size)
+    """Load `path` in a limited child as the predict function will (`mmap`, and the manifest's `layout`
+    digests and verdict: loading.load_model_file); raise UnsafePickleError with the reason if it does not
+    load cleanly. Returns what `probe` (a module-level function: it crosses to the fork server by name)
+    found out about the loaded model, or None without a probe."""
+    limits = limits or TrialLimits.for_file(path.stat().st_size, mapped_bytes(fmt, layout, mmap))
+    load = {"mmap": mmap, "layout": dict(layout) if layout else None}
     context = _context()
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(send, path, fmt, allowlist, limits.memory_bytes, probe), daemon=True)
+    child = context.Process(target=_child, args=(send, path, fmt, allowlist, limits, load, probe), daemon=True)
     child.start()
     send.close()
     reasons: list[str] | None = None
