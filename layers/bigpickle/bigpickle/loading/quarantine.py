@@ -63,11 +63,7 @@ def guarded(loader: Callable[..., Any], markers: Path = MARKER_DIR) -> Callable[
 
 
 def _create(marker: str) -> None:
-    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, str(os.getpid()).encode())
-    finally:
-        os.close(fd)
+    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # its name is all it says
 
 
 # The registry's default loader.

@@ -192,9 +192,14 @@ def _check_dtype(path: str, dtype: np.dtype) -> None:
         _refuse(path, f"dtype {dtype!r} holds objects inside a structured or sub-array layout")
 
 
+def _address(array: np.ndarray) -> int:
+    """The address of the array's first element (`.ctypes.data` builds a ctypes helper: slower on a cold start)."""
+    return array.__array_interface__["data"][0]
+
+
 def _address_range(array: np.ndarray) -> tuple[int, int]:
     """[first, last) byte addresses the array's shape, strides and offset reach."""
-    start = end = array.ctypes.data
+    start = end = _address(array)
     for size, stride in zip(array.shape, array.strides, strict=True):
         if stride < 0:
             start += (size - 1) * stride
@@ -206,7 +211,7 @@ def _address_range(array: np.ndarray) -> tuple[int, int]:
 def _buffer_range(owner: Any) -> tuple[int, int] | None:
     """[first, last) addresses of the memory `owner` provides, or None when it cannot be told."""
     if isinstance(owner, np.ndarray):
-        return owner.ctypes.data, owner.ctypes.data + owner.nbytes
+        return _address(owner), _address(owner) + owner.nbytes
     try:
         view = memoryview(owner)
     except TypeError:
@@ -214,7 +219,7 @@ def _buffer_range(owner: Any) -> tuple[int, int] | None:
     if not view.contiguous:
         return None
     raw = np.frombuffer(view.cast("B") if view.format != "B" or view.ndim != 1 else view, dtype=np.uint8)
-    return raw.ctypes.data, raw.ctypes.data + raw.nbytes
+    return _address(raw), _address(raw) + raw.nbytes
 
 
 def _check_array(path: str, array: np.ndarray) -> None:
