@@ -45,7 +45,7 @@ from bigpickle.formats import model_format
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
 from bigpickle.safety.scanner import ScanReport
-from bigpickle.safety.trial import fits_in, mapped_bytes, trial_load
+from bigpickle.safety.trial import fits_in, mapped_bytes, start_fork_server, trial_load
 from bigpickle.safety.uploads import PublishedForm, UploadSink, finish_upload, upload_sink
 from bigpickle.store import Manifest, ModelStore, Publication, validate_model_name
 from bigpickle.transfer import (
@@ -233,6 +233,7 @@ def _copy_and_publish(
     sequencer: str | None = None,
 ) -> StageResult:
     logger.info("staging started", extra=log)
+    start_fork_server()  # the trial load's, warming up while the copy runs
     incoming = store.prepare_incoming(model_key.name, version)
     try:
         copy = _copy(client, settings, model_key, obj, incoming, options, log)

@@ -22,6 +22,7 @@ import functools
 import gc
 import importlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import resource
 import signal
@@ -135,6 +136,13 @@ def _child(
         conn.send(([], learnt))
     conn.close()
     os._exit(0)  # no exit handlers: the answer is sent
+
+
+def start_fork_server() -> None:
+    """Start the fork server now (it imports scikit-learn and the rest of the allowlist: seconds of CPU), so
+    that it is ready by the time a copy is complete rather than after it. Returns at once."""
+    _context()
+    multiprocessing.forkserver.ensure_running()
 
 
 @functools.cache
