@@ -33,6 +33,7 @@ import struct
 import sys
 import tempfile
 import weakref
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ from bigpickle.units import KiB, MiB
 OUT_OF_BAND_MIN_BYTES = 64 * KiB  # smaller array payloads stay in the stream: mapping them saves nothing
 FRAME_TARGET = 64 * KiB  # the standard pickler's frame size
 COPY_CHUNK = 8 * MiB
-WRITE_CHUNK = 4 * MiB  # each of the output file's two page-aligned write buffers
+# The output file's page-aligned write buffers: filled in turn, all but the one filling may be under way at
+# once. One write at a time left the feeder waiting for the disk (benchmarks/stage_bench.py, docs/staging.md).
+WRITE_CHUNK = 4 * MiB
+WRITE_BUFFERS = 4
 PAGE = 4096  # buffers start on a page: aligned for numpy and for direct writes
 # The published file's checksum: it guards against corruption (docs/security.md "Integrity at load"), and
 # CRC64NVME (awscrt) runs at memory speed where sha256 would halve staging's throughput.
@@ -133,9 +137,9 @@ class RewriteResult:
 
 
 class _OutputFile:
-    """The published file, written once, in order: bytes are gathered into page-aligned buffers that a
-    writer thread writes around the page cache (O_DIRECT, where the file system allows it) while the next
-    one fills, checksummed as they go. Staging never reads the file back, so caching it would only cost a
+    """The published file, written once, in order: bytes are gathered into page-aligned buffers that writer
+    threads write around the page cache (O_DIRECT, where the file system allows it) while the next one
+    fills, checksummed as they go. Staging never reads the file back, so caching it would only cost a
     copy per byte in the copy's critical path (measured: stage_bench.py, docs/staging.md)."""
 
     def __init__(self, path: Path) -> None:
@@ -144,10 +148,10 @@ class _OutputFile:
         self.checksum = CHECKSUM_FACTORIES[FILE_CHECKSUM]()
         self.flushed = 0  # bytes handed to the writer thread
         self.fill = 0  # bytes gathered in the current buffer
-        self.buffers = [mmap.mmap(-1, WRITE_CHUNK) for _ in range(2)]
+        self.buffers = [mmap.mmap(-1, WRITE_CHUNK) for _ in range(WRITE_BUFFERS)]
         self.current = 0
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigpickle-rewrite")
-        self.pending: Future[None] | None = None
+        self.thread = ThreadPoolExecutor(max_workers=WRITE_BUFFERS - 1, thread_name_prefix="bigpickle-rewrite")
+        self.pending: deque[Future[None]] = deque()  # the writes under way, oldest first
 
     @property
     def offset(self) -> int:
@@ -172,17 +176,17 @@ class _OutputFile:
             return
         data = memoryview(self.buffers[self.current])[: self.fill]
         self.checksum.update(data)
-        if self.pending is not None:
-            self.pending.result()  # the other buffer is free again
-        self.pending = self.thread.submit(self.writer.write, data, self.flushed)
+        self.pending.append(self.thread.submit(self.writer.write, data, self.flushed))
+        while len(self.pending) >= WRITE_BUFFERS:  # the next buffer to fill is the oldest under way
+            self.pending.popleft().result()  # a failed write fails the rewrite
         self.flushed += self.fill
-        self.fill, self.current = 0, 1 - self.current
+        self.fill, self.current = 0, (self.current + 1) % WRITE_BUFFERS
 
     def finish(self) -> str:
         """Write what is gathered, fsync; the file's checksum as "ALGORITHM:hex"."""
         self._flush()
-        if self.pending is not None:
-            self.pending.result()
+        while self.pending:
+            self.pending.popleft().result()
         os.fsync(self.fd)
         return f"{FILE_CHECKSUM}:{self.checksum.digest().hex()}"
 
