@@ -143,7 +143,9 @@ class _OutputFile:
     copy per byte in the copy's critical path (measured: stage_bench.py, docs/staging.md)."""
 
     def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        # Not truncated: a resumed copy reads the bytes an interrupted rewrite held from this file while the
+        # new rewrite writes the same bytes over them; `finish` cuts the file to its length.
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self.writer = FileWriter(OSUtils(), path, self.fd, direct=True)
         self.checksum = CHECKSUM_FACTORIES[FILE_CHECKSUM]()
         self.flushed = 0  # bytes handed to the writer thread
@@ -182,11 +184,20 @@ class _OutputFile:
         self.flushed += self.fill
         self.fill, self.current = 0, (self.current + 1) % WRITE_BUFFERS
 
+    def write_gathered(self) -> None:
+        """Wait for the writes under way and write the partial buffer where it goes, keeping it: it is
+        written again, whole, when it fills. Every byte written so far is then in the file system."""
+        while self.pending:
+            self.pending.popleft().result()
+        if self.fill:
+            self.writer.write(memoryview(self.buffers[self.current])[: self.fill], self.flushed)
+
     def finish(self) -> str:
-        """Write what is gathered, fsync; the file's checksum as "ALGORITHM:hex"."""
+        """Write what is gathered, cut the file there, fsync; the file's checksum as "ALGORITHM:hex"."""
         self._flush()
         while self.pending:
             self.pending.popleft().result()
+        os.ftruncate(self.fd, self.flushed)
         os.fsync(self.fd)
         return f"{FILE_CHECKSUM}:{self.checksum.digest().hex()}"
 
@@ -244,6 +255,11 @@ class PickleRewriter(PickleScanner):
 
     `update()` with every byte in order, `finish()` for the scan report, then `publish()` to complete the
     file (or learn why not); `close()` always. A resumed copy feeds every byte again: construct a new one.
+
+    It is a holding sink of the copy (`bigpickle.transfer.HoldingSink`): `held` lists the upload's byte
+    ranges whose bytes are in `target` verbatim (the out-of-band payloads), so the copy does not write them
+    to the upload file; `flush()` hands them to the file system for a checkpoint; `restore()` writes them
+    back into the upload when the upload is published as it came.
     """
 
     def __init__(
@@ -266,6 +282,8 @@ class PickleRewriter(PickleScanner):
         # a copy that stops early (checkpoint, failure) drops the rewriter: its files close with it
         self._closer = weakref.finalize(self, _close_all, self._spool, self._file)
         self._buffers: list[tuple[int, int, bool]] = []
+        self.held: list[list[int]] = []  # [offset in the upload, length, offset in target], merged, in order
+        self._raw_at = 0  # the upload offset of the next payload byte `_payload` gets
         self._maps: list[dict[int, int | None]] = [{}]  # input memo slot -> output slot (None: removed)
         self._next_slot = 0
         # id(call) -> (call, output slot, input slot) of memoized calls: dtypes and arrays are referred to
@@ -308,18 +326,29 @@ class PickleRewriter(PickleScanner):
         if self._drop:
             dropped = min(self._drop, len(view))
             view, self._drop = view[dropped:], self._drop - dropped
+            self._raw_at += dropped
         if not len(view):
             return
         if self._sink == "buffer":
+            self._hold(len(view))
             self._file.write(view)
         else:
             self._out.unframed(view)
+        self._raw_at += len(view)
         self._left -= len(view)
         if self._left == 0:
             self._payload_done()
 
     def _padding(self, length: int) -> None:
         self._drop = length
+
+    def _hold(self, length: int) -> None:
+        """Record that the next `length` payload bytes go to the file as they are."""
+        last = self.held[-1] if self.held else None
+        if last and last[0] + last[1] == self._raw_at and last[2] + last[1] == self._file.offset:
+            last[1] += length
+        else:
+            self.held.append([self._raw_at, length, self._file.offset])
 
     # -- opcodes that change on the way out --
 
@@ -429,7 +458,7 @@ class PickleRewriter(PickleScanner):
         nbytes, head, tail = plan
         if nbytes >= self.min_out_of_band:
             self._out.op(head + b"\x97" + tail)  # NEXT_BUFFER
-            self._begin_buffer(nbytes)
+            self._begin_buffer(nbytes, self._at + (self._padding_then is not None))  # after the padding length
         else:
             self._out.op(head)
             self._out.unframed(b"\x96" + struct.pack("<Q", nbytes))  # BYTEARRAY8, as protocol 5 writes
@@ -454,7 +483,7 @@ class PickleRewriter(PickleScanner):
                 self._in_band_bytes += length
                 self._through(raw, arg, handler)
                 return
-            self._begin_buffer(length)
+            self._begin_buffer(length, self._at - length if held else self._at)
             handler(self, arg)
             self._stack[-1] = OUT_OF_BAND
             if held:
@@ -473,8 +502,10 @@ class PickleRewriter(PickleScanner):
             self._out.op(raw)
         handler(self, arg)
 
-    def _begin_buffer(self, length: int) -> None:
+    def _begin_buffer(self, length: int, raw_at: int) -> None:
+        """The next `length` payload bytes, from upload offset `raw_at` on, are an out-of-band buffer."""
         self._file.pad(PAGE)
+        self._raw_at = raw_at
         copied = any(isinstance(v, _Call) and (v.func.module, v.func.name) == TREE for v in self._stack)
         self._buffers.append((self._file.offset, length, copied))
         self._sink, self._left = "buffer", length
@@ -622,6 +653,26 @@ class PickleRewriter(PickleScanner):
         )
         self.close()
         return result
+
+    def flush(self) -> None:
+        """Hand every byte of `held` to the file system (a checkpoint then fsyncs `target`)."""
+        self._file.write_gathered()
+
+    def restore(self, upload: Path) -> None:
+        """Write the bytes of `held` back into `upload` at their offsets, and fsync it: the copy did not
+        write them there, and the upload is published (or refused) as it came."""
+        if not self.held:
+            return
+        self.flush()
+        with open(self.target, "rb", buffering=0) as source, open(upload, "r+b", buffering=0) as dest:
+            for start, length, at in self.held:
+                source.seek(at)
+                dest.seek(start)
+                left = length
+                while left and (chunk := source.read(min(left, COPY_CHUNK))):
+                    dest.write(chunk)
+                    left -= len(chunk)
+            os.fsync(dest.fileno())
 
     def close(self) -> None:
         self._closer()

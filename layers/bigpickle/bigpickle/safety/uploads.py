@@ -86,11 +86,14 @@ def finish_upload(
     sink: UploadSink, upload: Path, fmt: str, allowlist: Allowlist
 ) -> tuple[ScanReport, PublishedForm | None]:
     """Once every byte went through `sink`: the scan report, and (when it is safe) what to publish. The
-    upload file is removed when the rewritten one replaces it."""
+    upload file is removed when the rewritten one replaces it, and completed with the bytes the rewriter
+    held when it is published (or refused) as it came."""
     if isinstance(sink, _CountingSink):
         report, published = check_bigpickle(upload, allowlist)
         return (report, published) if published else (_name_the_mismatch(report, upload, fmt), None)
     report = sink.finish()
+    if not report.safe or sink.reason is not None:
+        sink.restore(upload)  # the copy left out the bytes the rewriter held, and the upload is what is published
     if not report.safe:
         sink.publish()  # removes the partial rewrite
         return _name_the_mismatch(report, upload, fmt), None
