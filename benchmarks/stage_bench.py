@@ -125,7 +125,8 @@ def _copy(client: Any, dest: Path, config: Any, *, rewrite: bool) -> int:
     allowlist = Allowlist()
     sink = upload_sink("pickle", dest, allowlist) if rewrite else PickleScanner("pickle", allowlist)
     obj = head_object(client, BUCKET, KEY)
-    download(client, obj, dest / "model.pkl", config=config, sinks=[hashlib.sha256(), sink])
+    holder = sink if rewrite else None  # as staging does: the array bytes are written once, by the rewriter
+    download(client, obj, dest / "model.pkl", config=config, sinks=[hashlib.sha256(), sink], holder=holder)
     if not rewrite:
         return obj.size if sink.verdict().safe else 0
     _, published = finish_upload(sink, dest / "model.pkl", "pickle", allowlist)
