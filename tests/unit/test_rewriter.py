@@ -183,6 +183,32 @@ def test_a_model_larger_than_half_the_stage_function_is_trial_loaded_when_the_pr
     assert (features is not None and len(features) == 100) if mmap == "on" else features is None
 
 
+def test_a_rewritten_file_that_fails_its_own_check_is_never_published_the_upload_is_whole(
+    moto_s3: Any, store: ModelStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a rewriter whose output the .bpk check refuses (a rewriter bug: the check is its guard)
+    from bigpickle.safety import uploads
+
+    def refuse(path: Path, allowlist: Allowlist) -> Any:
+        report = PickleScanner("bigpickle", allowlist).report
+        report.problems.append("a stream the scanner refuses")
+        return report, None
+
+    monkeypatch.setattr(uploads, "check_bigpickle", refuse)
+    X = np.random.default_rng(6).random((20_000, 16))  # 2.4 MiB: its bytes go out of band, held by the rewriter
+    data = pickle.dumps(KNeighborsClassifier().fit(X, X[:, 0] > 0.5), protocol=4)
+    moto_s3.put_object(Bucket=BUCKET, Key="models/knn/model.pkl", Body=data)
+
+    # when it is staged
+    stage_object(moto_s3, store, settings, BUCKET, "models/knn/model.pkl")
+
+    # then the upload is published as it came, byte for byte (the bytes the rewriter held put back), and why
+    manifest = store.read_manifest("knn")
+    assert (manifest.file, manifest.format) == ("model.pkl", "pickle")
+    assert store.model_path(manifest).read_bytes() == data
+    assert "did not check out (a stream the scanner refuses)" in manifest.details["layout"]["reason"]
+
+
 def bpk_with_index(tmp_path: Path, edit: Any) -> Path:
     """A valid .bpk whose index JSON is replaced by `edit(index)` (bytes, or an object to dump)."""
     X = np.random.default_rng(2).random((500, 40))

@@ -44,6 +44,7 @@ from bigpickle.features import recorded_features
 from bigpickle.formats import model_format
 from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
+from bigpickle.safety.rewriter import PickleRewriter
 from bigpickle.safety.scanner import ScanReport
 from bigpickle.safety.trial import fits_in, mapped_bytes, start_fork_server, trial_load
 from bigpickle.safety.uploads import PublishedForm, UploadSink, finish_upload, upload_sink
@@ -293,6 +294,7 @@ def _copy(
         incoming / model_key.file,
         config=options.config or transfer_config(settings),
         sinks=sinks,
+        holder=scanner if isinstance(scanner, PickleRewriter) else None,  # its array bytes are written once
         progress=_progress_reporter(log, options.progress),
         should_stop=options.should_stop,
         osutils=options.osutils,

@@ -33,6 +33,7 @@ import struct
 import sys
 import tempfile
 import weakref
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ from bigpickle.units import KiB, MiB
 OUT_OF_BAND_MIN_BYTES = 64 * KiB  # smaller array payloads stay in the stream: mapping them saves nothing
 FRAME_TARGET = 64 * KiB  # the standard pickler's frame size
 COPY_CHUNK = 8 * MiB
-WRITE_CHUNK = 4 * MiB  # each of the output file's two page-aligned write buffers
+# The output file's page-aligned write buffers: filled in turn, all but the one filling may be under way at
+# once. One write at a time left the feeder waiting for the disk (benchmarks/stage_bench.py, docs/staging.md).
+WRITE_CHUNK = 4 * MiB
+WRITE_BUFFERS = 4
 PAGE = 4096  # buffers start on a page: aligned for numpy and for direct writes
 # The published file's checksum: it guards against corruption (docs/security.md "Integrity at load"), and
 # CRC64NVME (awscrt) runs at memory speed where sha256 would halve staging's throughput.
@@ -133,21 +137,23 @@ class RewriteResult:
 
 
 class _OutputFile:
-    """The published file, written once, in order: bytes are gathered into page-aligned buffers that a
-    writer thread writes around the page cache (O_DIRECT, where the file system allows it) while the next
-    one fills, checksummed as they go. Staging never reads the file back, so caching it would only cost a
+    """The published file, written once, in order: bytes are gathered into page-aligned buffers that writer
+    threads write around the page cache (O_DIRECT, where the file system allows it) while the next one
+    fills, checksummed as they go. Staging never reads the file back, so caching it would only cost a
     copy per byte in the copy's critical path (measured: stage_bench.py, docs/staging.md)."""
 
     def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        # Not truncated: a resumed copy reads the bytes an interrupted rewrite held from this file while the
+        # new rewrite writes the same bytes over them; `finish` cuts the file to its length.
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self.writer = FileWriter(OSUtils(), path, self.fd, direct=True)
         self.checksum = CHECKSUM_FACTORIES[FILE_CHECKSUM]()
         self.flushed = 0  # bytes handed to the writer thread
         self.fill = 0  # bytes gathered in the current buffer
-        self.buffers = [mmap.mmap(-1, WRITE_CHUNK) for _ in range(2)]
+        self.buffers = [mmap.mmap(-1, WRITE_CHUNK) for _ in range(WRITE_BUFFERS)]
         self.current = 0
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigpickle-rewrite")
-        self.pending: Future[None] | None = None
+        self.thread = ThreadPoolExecutor(max_workers=WRITE_BUFFERS - 1, thread_name_prefix="bigpickle-rewrite")
+        self.pending: deque[Future[None]] = deque()  # the writes under way, oldest first
 
     @property
     def offset(self) -> int:
@@ -172,17 +178,26 @@ class _OutputFile:
             return
         data = memoryview(self.buffers[self.current])[: self.fill]
         self.checksum.update(data)
-        if self.pending is not None:
-            self.pending.result()  # the other buffer is free again
-        self.pending = self.thread.submit(self.writer.write, data, self.flushed)
+        self.pending.append(self.thread.submit(self.writer.write, data, self.flushed))
+        while len(self.pending) >= WRITE_BUFFERS:  # the next buffer to fill is the oldest under way
+            self.pending.popleft().result()  # a failed write fails the rewrite
         self.flushed += self.fill
-        self.fill, self.current = 0, 1 - self.current
+        self.fill, self.current = 0, (self.current + 1) % WRITE_BUFFERS
+
+    def write_gathered(self) -> None:
+        """Wait for the writes under way and write the partial buffer where it goes, keeping it: it is
+        written again, whole, when it fills. Every byte written so far is then in the file system."""
+        while self.pending:
+            self.pending.popleft().result()
+        if self.fill:
+            self.writer.write(memoryview(self.buffers[self.current])[: self.fill], self.flushed)
 
     def finish(self) -> str:
-        """Write what is gathered, fsync; the file's checksum as "ALGORITHM:hex"."""
+        """Write what is gathered, cut the file there, fsync; the file's checksum as "ALGORITHM:hex"."""
         self._flush()
-        if self.pending is not None:
-            self.pending.result()
+        while self.pending:
+            self.pending.popleft().result()
+        os.ftruncate(self.fd, self.flushed)
         os.fsync(self.fd)
         return f"{FILE_CHECKSUM}:{self.checksum.digest().hex()}"
 
@@ -240,6 +255,11 @@ class PickleRewriter(PickleScanner):
 
     `update()` with every byte in order, `finish()` for the scan report, then `publish()` to complete the
     file (or learn why not); `close()` always. A resumed copy feeds every byte again: construct a new one.
+
+    It is a holding sink of the copy (`bigpickle.transfer.HoldingSink`): `held` lists the upload's byte
+    ranges whose bytes are in `target` verbatim (the out-of-band payloads), so the copy does not write them
+    to the upload file; `flush()` hands them to the file system for a checkpoint; `restore()` writes them
+    back into the upload when the upload is published as it came.
     """
 
     def __init__(
@@ -262,6 +282,8 @@ class PickleRewriter(PickleScanner):
         # a copy that stops early (checkpoint, failure) drops the rewriter: its files close with it
         self._closer = weakref.finalize(self, _close_all, self._spool, self._file)
         self._buffers: list[tuple[int, int, bool]] = []
+        self.held: list[list[int]] = []  # [offset in the upload, length, offset in target], merged, in order
+        self._raw_at = 0  # the upload offset of the next payload byte `_payload` gets
         self._maps: list[dict[int, int | None]] = [{}]  # input memo slot -> output slot (None: removed)
         self._next_slot = 0
         # id(call) -> (call, output slot, input slot) of memoized calls: dtypes and arrays are referred to
@@ -304,18 +326,29 @@ class PickleRewriter(PickleScanner):
         if self._drop:
             dropped = min(self._drop, len(view))
             view, self._drop = view[dropped:], self._drop - dropped
+            self._raw_at += dropped
         if not len(view):
             return
         if self._sink == "buffer":
+            self._hold(len(view))
             self._file.write(view)
         else:
             self._out.unframed(view)
+        self._raw_at += len(view)
         self._left -= len(view)
         if self._left == 0:
             self._payload_done()
 
     def _padding(self, length: int) -> None:
         self._drop = length
+
+    def _hold(self, length: int) -> None:
+        """Record that the next `length` payload bytes go to the file as they are."""
+        last = self.held[-1] if self.held else None
+        if last and last[0] + last[1] == self._raw_at and last[2] + last[1] == self._file.offset:
+            last[1] += length
+        else:
+            self.held.append([self._raw_at, length, self._file.offset])
 
     # -- opcodes that change on the way out --
 
@@ -425,7 +458,7 @@ class PickleRewriter(PickleScanner):
         nbytes, head, tail = plan
         if nbytes >= self.min_out_of_band:
             self._out.op(head + b"\x97" + tail)  # NEXT_BUFFER
-            self._begin_buffer(nbytes)
+            self._begin_buffer(nbytes, self._at + (self._padding_then is not None))  # after the padding length
         else:
             self._out.op(head)
             self._out.unframed(b"\x96" + struct.pack("<Q", nbytes))  # BYTEARRAY8, as protocol 5 writes
@@ -450,7 +483,7 @@ class PickleRewriter(PickleScanner):
                 self._in_band_bytes += length
                 self._through(raw, arg, handler)
                 return
-            self._begin_buffer(length)
+            self._begin_buffer(length, self._at - length if held else self._at)
             handler(self, arg)
             self._stack[-1] = OUT_OF_BAND
             if held:
@@ -469,8 +502,10 @@ class PickleRewriter(PickleScanner):
             self._out.op(raw)
         handler(self, arg)
 
-    def _begin_buffer(self, length: int) -> None:
+    def _begin_buffer(self, length: int, raw_at: int) -> None:
+        """The next `length` payload bytes, from upload offset `raw_at` on, are an out-of-band buffer."""
         self._file.pad(PAGE)
+        self._raw_at = raw_at
         copied = any(isinstance(v, _Call) and (v.func.module, v.func.name) == TREE for v in self._stack)
         self._buffers.append((self._file.offset, length, copied))
         self._sink, self._left = "buffer", length
@@ -618,6 +653,26 @@ class PickleRewriter(PickleScanner):
         )
         self.close()
         return result
+
+    def flush(self) -> None:
+        """Hand every byte of `held` to the file system (a checkpoint then fsyncs `target`)."""
+        self._file.write_gathered()
+
+    def restore(self, upload: Path) -> None:
+        """Write the bytes of `held` back into `upload` at their offsets, and fsync it: the copy did not
+        write them there, and the upload is published (or refused) as it came."""
+        if not self.held:
+            return
+        self.flush()
+        with open(self.target, "rb", buffering=0) as source, open(upload, "r+b", buffering=0) as dest:
+            for start, length, at in self.held:
+                source.seek(at)
+                dest.seek(start)
+                left = length
+                while left and (chunk := source.read(min(left, COPY_CHUNK))):
+                    dest.write(chunk)
+                    left -= len(chunk)
+            os.fsync(dest.fileno())
 
     def close(self) -> None:
         self._closer()

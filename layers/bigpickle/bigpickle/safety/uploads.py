@@ -88,11 +88,14 @@ def finish_upload(
     sink: UploadSink, upload: Path, fmt: str, allowlist: Allowlist
 ) -> tuple[ScanReport, PublishedForm | None]:
     """Once every byte went through `sink`: the scan report, and (when it is safe) what to publish. The
-    upload file is removed when the rewritten one replaces it."""
+    upload file is removed when the rewritten one replaces it, and completed with the bytes the rewriter
+    held when it is published (or refused) as it came."""
     if isinstance(sink, _CountingSink):
         report, published = check_bigpickle(upload, allowlist)
         return (report, published) if published else (_name_the_mismatch(report, upload, fmt), None)
     report = sink.finish()
+    if not report.safe or sink.reason is not None:
+        sink.restore(upload)  # the copy left out the bytes the rewriter held, and the upload is what is published
     if not report.safe:
         sink.publish()  # removes the partial rewrite
         return _name_the_mismatch(report, upload, fmt), None
@@ -102,7 +105,9 @@ def finish_upload(
     rewritten = upload.with_name(REWRITTEN_FILE)
     check, checked = check_bigpickle(rewritten, allowlist)
     if checked is None or checked.details["layout"]["stream_sha256"] != result.stream_sha256:
-        # the rewriter's own output failed the checks its input passed: never publish it
+        # the rewriter's own output failed the checks its input passed: never publish it; publish the upload,
+        # with the bytes the rewriter held put back
+        sink.restore(upload)
         rewritten.unlink()
         problems = "; ".join(check.reasons()[:3]) or "its stream hashes differently from what was written"
         layout = {"rewritten": False, "reason": f"the rewritten file did not check out ({problems})"}

@@ -7,7 +7,7 @@ budget), `engine` (workers and the in-order feeder), `retry`, `journal` (the fil
 
 from bigpickle.osutils import OSUtils
 from bigpickle.transfer.config import READ_SIZE, TransferConfig
-from bigpickle.transfer.engine import DownloadResult, download
+from bigpickle.transfer.engine import DownloadResult, HoldingSink, download
 from bigpickle.transfer.objects import ObjectInfo, head_object
 from bigpickle.transfer.progress import Progress, ProgressCallback
 from bigpickle.transfer.retry import RetryPolicy
@@ -15,6 +15,7 @@ from bigpickle.transfer.retry import RetryPolicy
 __all__ = [
     "READ_SIZE",
     "DownloadResult",
+    "HoldingSink",
     "OSUtils",
     "ObjectInfo",
     "Progress",

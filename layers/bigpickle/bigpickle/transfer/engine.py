@@ -4,10 +4,11 @@
     take the next part; for each buffer-sized slice:    for each slice, in order:
       take a free buffer, read the slice into it          wait until it is read (or re-read a part
       (readinto; a failure reopens the range here),       a previous run wrote from the file),
-      write it at its offset (direct I/O: on the          feed it to every sink, wait until it is
-      write pool, while the next slice downloads),        written, return the buffer
-      hand it to the feeder
+      write it at its offset (direct I/O: on the          feed it to every sink, [with a holder: write
+      write pool, while the next slice downloads)         the bytes it did not hold], wait until it
+      [not with a holder], hand it to the feeder          is written, return the buffer
     checkpoint thread, every few seconds: fsync, then record the parts whose every slice is written
+      [with a holder: fed, and the held ranges; its file is fsync'd too]
 
 A part is one GET (and one journal entry); it streams through buffers one slice at a time, so parts can
 be much larger than the memory a copy holds. Memory is the fixed pool of buffers (`TransferConfig.buffers`).
@@ -16,10 +17,18 @@ slices further ahead never starve it, and a slow slice stalls the others only on
 waits behind it. The file is preallocated, so slices land anywhere; the journal records which parts landed
 durably, so a killed run resumes. Slices are written around the page cache (O_DIRECT) where the file system
 allows it: buffers are page-aligned anonymous maps and slices start at MiB offsets, as direct I/O requires.
+
+A holder is one of the sinks that writes some of the bytes it is fed verbatim to a file of its own (staging's
+rewriter: array payloads, out of band in the published layout). Then the workers write nothing; the feeder
+writes, after the sinks, only the bytes the holder did not hold, so no byte is written twice. A checkpoint
+takes, on the feeder's thread, the parts fed so far (always a prefix) and the holder's ranges up to them
+(after `holder.flush()`), then fsyncs both files and records both; a resumed run re-reads held ranges from
+the holder's file, which the holder's new run overwrites with the same bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import threading
 import time
@@ -27,7 +36,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,6 +59,18 @@ class DownloadResult:
     seconds: float
 
 
+class HoldingSink(Protocol):
+    """A sink that writes some of the bytes it is fed, verbatim, to `target` (see the module's docstring)."""
+
+    target: Path
+    held: list[list[int]]  # [offset in the object, length, offset in `target`] of every byte held, in order
+
+    def update(self, data: bytes | memoryview) -> None: ...
+
+    def flush(self) -> None:
+        """Hand every byte of `held` to the file system (the copy fsyncs `target`)."""
+
+
 def download(
     client: Any,
     obj: ObjectInfo,
@@ -57,15 +78,18 @@ def download(
     *,
     config: TransferConfig | None = None,
     sinks: Sequence[Sink] = (),
+    holder: HoldingSink | None = None,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     osutils: OSUtils | None = None,
     retry: RetryPolicy | None = None,
 ) -> DownloadResult:
     """Copy `obj` into `dest`, feeding every byte IN ORDER to `sinks`; resume from `dest`'s journal when it
-    belongs to this object version. On return with `complete=True` the file is fsync'd and the journal gone."""
+    belongs to this object version. On return with `complete=True` the file is fsync'd and the journal gone.
+    With `holder` (one of `sinks`), `dest` holds only the bytes the holder did not: the object is `dest`
+    with the holder's `held` ranges read from its `target`."""
     copy = _Copy(
-        client, obj, dest, config or TransferConfig(), sinks, progress, should_stop, osutils or OSUtils(), retry
+        client, obj, dest, config or TransferConfig(), sinks, holder, progress, should_stop, osutils or OSUtils(), retry
     )
     return copy.run()
 
@@ -78,6 +102,7 @@ class _Copy:
         dest: Path,
         config: TransferConfig,
         sinks: Sequence[Sink],
+        holder: HoldingSink | None,
         progress: ProgressCallback | None,
         should_stop: Callable[[], bool] | None,
         osutils: OSUtils,
@@ -88,6 +113,8 @@ class _Copy:
         self.dest = dest
         self.config = config
         self.sinks = sinks
+        self.holder = holder
+        self.held_fd = -1  # the holder's target, fsync'd at checkpoints and re-read when resuming
         self.should_stop = should_stop or (lambda: False)
         self.os = osutils
         self.retry = retry or RetryPolicy()
@@ -122,6 +149,8 @@ class _Copy:
         resumed = self.resumed_parts = self._open()
         try:
             self.out = FileWriter(self.os, self.dest, self.fd, direct=self.config.direct_io)
+            if self.holder is not None:
+                self.held_fd = self.os.open_rw(self.holder.target, truncate=False)
             self.todo = [p for p in self.parts if p.index not in resumed]
             slices = sum(-(-p.size // self.config.buffer_bytes) for p in self.todo)
             self.pool = [None] * min(self.config.buffers, slices)
@@ -153,6 +182,8 @@ class _Copy:
         finally:
             if self.out is not None:
                 self.out.close()
+            if self.held_fd >= 0:
+                self.os.close(self.held_fd)
             self.os.close(self.fd)
         return DownloadResult(True, self.fetched, self.tracker.resumed, time.monotonic() - started)
 
@@ -163,7 +194,7 @@ class _Copy:
         resumed = self.journal.load() if self.dest.exists() else None
         if resumed is not None:
             self.fd = self.os.open_rw(self.dest, truncate=False)
-            if self.os.file_size(self.fd) == self.obj.size:
+            if self.os.file_size(self.fd) == self.obj.size and self._held_resumable(resumed):
                 logger.info(
                     "resuming a copy",
                     extra={"parts_written": len(resumed), "parts": len(self.parts), "file": str(self.dest)},
@@ -172,6 +203,7 @@ class _Copy:
             self.os.close(self.fd)
         # Forget the old journal before touching the data, so no journal ever describes other bytes.
         self.journal.remove()
+        self.journal.held = []
         with storage_errors(self.dest, self.obj.size):
             free = self.os.free_bytes(self.dest.parent)
             if free < self.obj.size:
@@ -185,12 +217,46 @@ class _Copy:
         self.journal.save(())
         return set()
 
-    def _checkpoint(self) -> None:
-        """fsync the data, THEN record what it holds: the journal never claims a part a crash could lose."""
+    def _held_resumable(self, parts: set[int]) -> bool:
+        """Without a holder, any parts resume. With one, the parts must be a prefix and the journal's held
+        ranges ordered, inside it and inside the holder's file; anything else starts over."""
+        if self.holder is None:
+            return True
+        if parts != set(range(len(parts))) or not self.holder.target.exists():
+            return False
+        frontier, file_size = self._frontier(parts), self.holder.target.stat().st_size
+        end = 0
+        for start, length, at in self.journal.held:
+            if start < end or length <= 0 or at < 0 or start + length > frontier or at + length > file_size:
+                return False
+            end = start + length
+        return True
+
+    def _frontier(self, parts: set[int]) -> int:
+        """The object offset up to which `parts` (a prefix) reach."""
+        return self.parts[len(parts)].start if len(parts) < len(self.parts) else self.obj.size
+
+    def _snapshot(self) -> tuple[set[int], list[list[int]]]:
+        """What a checkpoint may claim: the parts written and the holder's ranges before the first part that
+        is not (`holder.flush()` first). On the feeder's thread, or after it stopped: a holder is not
+        thread-safe."""
         with self.cond:
-            written = set(self.written)
+            parts = self.written | self.resumed_parts
+        if self.holder is None:
+            return parts, []
+        self.holder.flush()
+        frontier = self._frontier(parts)
+        return parts, [
+            [start, min(length, frontier - start), at] for start, length, at in self.holder.held if start < frontier
+        ]
+
+    def _checkpoint(self, snapshot: tuple[set[int], list[list[int]]] | None = None) -> None:
+        """fsync the data, THEN record what it holds: the journal never claims a part a crash could lose."""
+        parts, held = snapshot or self._snapshot()
         self.os.fsync(self.fd)
-        self.journal.save(written | self.resumed_parts)
+        if self.held_fd >= 0:
+            self.os.fsync(self.held_fd)
+        self.journal.save(parts, held)
 
     def _checkpoint_in_background(self) -> None:
         """Start a checkpoint on the checkpoint thread, unless the previous one is still running (an fsync
@@ -199,7 +265,7 @@ class _Copy:
             if not self.checkpointing.done():
                 return
             self.checkpointing.result()  # a failed fsync fails the copy
-        self.checkpointing = self.checkpoints.submit(self._checkpoint)
+        self.checkpointing = self.checkpoints.submit(self._checkpoint, self._snapshot())
 
     def _finish(self) -> None:
         with storage_errors(self.dest, self.obj.size):
@@ -226,11 +292,16 @@ class _Copy:
                 view = memoryview(buffer)[: piece.size]
                 for sink in self.sinks:
                     sink.update(view)
+                if self.holder is not None:
+                    self._write_unheld(view, piece.start)
                 view.release()
                 if write is not None:
                     write.result()  # the buffer is free once it is on disk; a failed write fails the copy
                 self._give_back(buffer)
                 self.tracker.tick(piece.size)
+            if self.holder is not None:
+                with self.cond:
+                    self.written.add(part.index)  # fed, and written where the holder did not hold it
             if time.monotonic() >= next_checkpoint:
                 self._checkpoint_in_background()
                 next_checkpoint = time.monotonic() + self.config.checkpoint_interval
@@ -258,12 +329,37 @@ class _Copy:
             self.pool.append(buffer)
             self.cond.notify_all()
 
+    def _write_unheld(self, view: memoryview, start: int) -> None:
+        """Write the bytes of the slice at `start` that the holder, just fed them, did not hold."""
+        end = start + len(view)
+        held: list[tuple[int, int]] = []
+        for held_start, length, _ in reversed(self.holder.held):
+            if held_start + length <= start:
+                break
+            held.append((max(held_start, start), min(held_start + length, end)))
+        at = start
+        for held_start, held_end in [*reversed(held), (end, end)]:
+            if held_start > at:
+                self._write_at(view[at - start : held_start - start], at)
+            at = max(at, held_end)
+
+    def _read_resumed(self, view: memoryview, offset: int) -> int:
+        """Read into `view` the object's bytes from `offset`, as an earlier run left them: from the file, or
+        from the holder's file for the journal's held ranges. The count read (0: the file ends)."""
+        held = self.journal.held
+        i = bisect.bisect_right(held, offset, key=lambda r: r[0]) - 1
+        if i >= 0 and offset < held[i][0] + held[i][1]:
+            start, length, at = held[i]
+            return self.os.preadinto(self.held_fd, view[: start + length - offset], at + offset - start)
+        until = held[i + 1][0] if i + 1 < len(held) else self.obj.size
+        return self.os.preadinto(self.fd, view[: until - offset], offset)
+
     def _refeed(self, part: Part, buffer: memoryview) -> None:
-        """Feed the sinks a part an earlier run already wrote, read back from the file."""
+        """Feed the sinks a part an earlier run already wrote, read back from the file (and the holder's)."""
         offset = part.start
         while offset <= part.end:
             chunk = buffer[: min(len(buffer), part.end + 1 - offset)]
-            got = self.os.preadinto(self.fd, chunk, offset)
+            got = self._read_resumed(chunk, offset)
             if got <= 0:
                 raise IntegrityError(f"{self.dest} ended at byte {offset} while re-reading a resumed part")
             for sink in self.sinks:
@@ -324,7 +420,7 @@ class _Copy:
                 buffer = self._take_buffer(piece.start)
                 if buffer is None:
                     return False
-                write_each_read = not self.out.direct
+                write_each_read = not self.out.direct and self.holder is None
                 try:
                     body = self._fill(body, part, piece, buffer, write_each_read)
                 except BaseException:
@@ -336,7 +432,7 @@ class _Copy:
                 write = None
                 if write_each_read:
                     self._slice_written(piece)
-                else:
+                elif self.holder is None:  # with a holder, the feeder writes what it does not hold
                     write = self.writes.submit(self._write, buffer, piece)
                 with self.cond:
                     self.ready[piece.start] = (buffer, write)

@@ -1,4 +1,5 @@
-"""The resume journal: which parts of the temp file are durably written, for which object version.
+"""The resume journal: which parts of the temp file are durably written, for which object version, and
+which byte ranges of them a holding sink keeps in its own file instead (`held`).
 
 It lives beside the temp file and is replaced atomically (write, fsync, rename), always AFTER the data
 file was fsync'd, so it never claims a part a crash could have lost. A journal for another object
@@ -33,19 +34,28 @@ class Journal:
     def __init__(self, data_file: Path, identity: dict[str, Any]) -> None:
         self.path = data_file.with_name(data_file.name + JOURNAL_SUFFIX)
         self.identity = identity
+        self.held: list[list[int]] = []  # what `load` found: [offset in the object, length, offset in the file]
 
     def load(self) -> set[int] | None:
-        """The parts a previous run wrote for this same identity, or None when there is nothing to resume."""
+        """The parts a previous run wrote for this same identity (and its `held` ranges), or None when there
+        is nothing to resume."""
         try:
             data = json.loads(self.path.read_text())
-        except (FileNotFoundError, ValueError):
+            if data.get("identity") != self.identity:
+                return None
+            parts = {i for start, end in data["parts"] for i in range(start, end + 1)}
+            held = data.get("held", [])
+            if not all(isinstance(r, list) and len(r) == 3 and all(type(v) is int for v in r) for r in held):
+                return None
+        except (FileNotFoundError, ValueError, TypeError, AttributeError):
             return None
-        if data.get("identity") != self.identity:
-            return None
-        return {i for start, end in data["parts"] for i in range(start, end + 1)}
+        self.held = held
+        return parts
 
-    def save(self, parts: Iterable[int]) -> None:
-        body = {"identity": self.identity, "parts": _ranges(parts)}
+    def save(self, parts: Iterable[int], held: list[list[int]] | None = None) -> None:
+        body: dict[str, Any] = {"identity": self.identity, "parts": _ranges(parts)}
+        if held:
+            body["held"] = held
         write_file_atomically(self.path, json.dumps(body).encode())
 
     def remove(self) -> None:
