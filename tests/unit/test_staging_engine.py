@@ -17,6 +17,7 @@ import pytest
 from bigpickle.config import Settings
 from bigpickle.errors import StagingError, StorageFullError
 from bigpickle.loading.formats import write_bigpickle
+from bigpickle.safety.rewriter import OUTPUT_BUFFER_BYTES
 from bigpickle.staging import CONTINUATION_KEY, StageOptions, stage_event, stage_object
 from bigpickle.store import ModelStore
 from bigpickle.transfer import OSUtils, RetryPolicy, TransferConfig
@@ -50,6 +51,20 @@ def test_the_buffers_and_workers_a_budget_allows_fit_inside_it(
     assert 1 <= config.workers <= concurrency
     assert config.buffers >= config.workers
     assert config.peak_buffer_bytes + 16 * MiB + config.workers * 2 * MiB <= budget_mib * MiB
+
+
+@pytest.mark.parametrize(("budget_mib", "concurrency"), [(128, 4), (128, 8), (40, 4)])
+def test_a_holding_sink_s_write_buffers_come_out_of_the_copy_s_pool(budget_mib: int, concurrency: int) -> None:
+    # given staging's rewriter, which keeps OUTPUT_BUFFER_BYTES for its own writes of the bytes it holds
+    config = TransferConfig(part_size=32 * MiB, concurrency=concurrency, memory_budget=budget_mib * MiB)
+
+    # when the copy sizes its pool beside it
+    buffers = config.buffers_beside(OUTPUT_BUFFER_BYTES)
+
+    # then the pool and the rewriter's buffers together hold no more than the pool alone, one buffer per worker kept
+    assert buffers >= config.workers
+    assert buffers * config.buffer_bytes + OUTPUT_BUFFER_BYTES <= config.peak_buffer_bytes or buffers == config.workers
+    assert config.buffers_beside(0) == config.buffers
 
 
 def test_a_budget_too_small_for_one_buffer_is_refused_with_the_minimum() -> None:

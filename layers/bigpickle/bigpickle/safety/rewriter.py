@@ -55,6 +55,7 @@ COPY_CHUNK = 8 * MiB
 # once. One write at a time left the feeder waiting for the disk (benchmarks/stage_bench.py, docs/staging.md).
 WRITE_CHUNK = 4 * MiB
 WRITE_BUFFERS = 4
+OUTPUT_BUFFER_BYTES = WRITE_CHUNK * WRITE_BUFFERS  # the copy's own pool is smaller by as much (transfer.config)
 PAGE = 4096  # buffers start on a page: aligned for numpy and for direct writes
 # The published file's checksum: it guards against corruption (docs/security.md "Integrity at load"), and
 # CRC64NVME (awscrt) runs at memory speed where sha256 would halve staging's throughput.
@@ -283,6 +284,7 @@ class PickleRewriter(PickleScanner):
         self._closer = weakref.finalize(self, _close_all, self._spool, self._file)
         self._buffers: list[tuple[int, int, bool]] = []
         self.held: list[list[int]] = []  # [offset in the upload, length, offset in target], merged, in order
+        self.buffer_bytes = OUTPUT_BUFFER_BYTES
         self._raw_at = 0  # the upload offset of the next payload byte `_payload` gets
         self._maps: list[dict[int, int | None]] = [{}]  # input memo slot -> output slot (None: removed)
         self._next_slot = 0

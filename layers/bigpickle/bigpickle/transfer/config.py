@@ -68,6 +68,11 @@ class TransferConfig:
         room = (self.memory_budget - FIXED_OVERHEAD - self.workers * PER_WORKER_OVERHEAD) // self.buffer_bytes
         return max(self.workers, min(room, max(MIN_BUFFERS, self.workers + self.workers // 2)))
 
+    def buffers_beside(self, held_bytes: int) -> int:
+        """`buffers`, less as many as a holding sink's own write buffers take (staging's rewriter): the copy
+        holds no more memory with one than without (at least one buffer per worker)."""
+        return max(self.workers, self.buffers - -(-held_bytes // self.buffer_bytes))
+
     @property
     def peak_buffer_bytes(self) -> int:
         return self.buffers * self.buffer_bytes

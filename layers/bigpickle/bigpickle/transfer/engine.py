@@ -64,6 +64,7 @@ class HoldingSink(Protocol):
 
     target: Path
     held: list[list[int]]  # [offset in the object, length, offset in `target`] of every byte held, in order
+    buffer_bytes: int  # what it keeps in memory for its own writes: the copy's pool gives way to it
 
     def update(self, data: bytes | memoryview) -> None: ...
 
@@ -153,7 +154,8 @@ class _Copy:
                 self.held_fd = self.os.open_rw(self.holder.target, truncate=False)
             self.todo = [p for p in self.parts if p.index not in resumed]
             slices = sum(-(-p.size // self.config.buffer_bytes) for p in self.todo)
-            self.pool = [None] * min(self.config.buffers, slices)
+            held_buffers = self.holder.buffer_bytes if self.holder is not None else 0
+            self.pool = [None] * min(self.config.buffers_beside(held_buffers), slices)
             workers = [
                 threading.Thread(target=self._worker, name=f"bigpickle-part-{i}", daemon=True)
                 for i in range(min(self.config.workers, len(self.todo)))
