@@ -4,9 +4,10 @@
     take the next part; for each buffer-sized slice:    for each slice, in order:
       take a free buffer, read the slice into it          wait until it is read (or re-read a part
       (readinto; a failure reopens the range here),       a previous run wrote from the file),
-      write it at its offset (direct I/O: on the          feed it to every sink, [with a holder: write
-      write pool, while the next slice downloads)         the bytes it did not hold], wait until it
-      [not with a holder], hand it to the feeder          is written, return the buffer
+      write it at its offset (direct I/O: on the          feed it to every sink, wait until it is
+      write pool, while the next slice downloads)         written, return the buffer [with a holder:
+      [not with a holder], hand it to the feeder          the write pool writes the bytes the holder
+                                                          did not hold, then returns the buffer]
     checkpoint thread, every few seconds: fsync, then record the parts whose every slice is written
       [with a holder: fed, and the held ranges; its file is fsync'd too]
 
@@ -19,8 +20,8 @@ durably, so a killed run resumes. Slices are written around the page cache (O_DI
 allows it: buffers are page-aligned anonymous maps and slices start at MiB offsets, as direct I/O requires.
 
 A holder is one of the sinks that writes some of the bytes it is fed verbatim to a file of its own (staging's
-rewriter: array payloads, out of band in the published layout). Then the workers write nothing; the feeder
-writes, after the sinks, only the bytes the holder did not hold, so no byte is written twice. A checkpoint
+rewriter: array payloads, out of band in the published layout). Then the workers write nothing; once a slice
+is fed, the write pool writes only the bytes the holder did not hold, so no byte is written twice. A checkpoint
 takes, on the feeder's thread, the parts fed so far (always a prefix) and the holder's ranges up to them
 (after `holder.flush()`), then fsyncs both files and records both; a resumed run re-reads held ranges from
 the holder's file, which the holder's new run overwrites with the same bytes.
@@ -116,6 +117,7 @@ class _Copy:
         self.sinks = sinks
         self.holder = holder
         self.held_fd = -1  # the holder's target, fsync'd at checkpoints and re-read when resuming
+        self.unheld_writes: list[Future[None]] = []  # with a holder: the feeder's writes, oldest first
         self.should_stop = should_stop or (lambda: False)
         self.os = osutils
         self.retry = retry or RetryPolicy()
@@ -177,6 +179,7 @@ class _Copy:
                 self.checkpointing.result()  # a failed fsync fails the copy
             if self.failure is not None:
                 self._raise(self.failure)
+            self._wait_unheld()
             if not complete:
                 self._checkpoint()
                 return DownloadResult(False, self.fetched, self.tracker.resumed, time.monotonic() - started)
@@ -246,6 +249,7 @@ class _Copy:
             parts = self.written | self.resumed_parts
         if self.holder is None:
             return parts, []
+        self._wait_unheld()
         self.holder.flush()
         frontier = self._frontier(parts)
         return parts, [
@@ -294,12 +298,13 @@ class _Copy:
                 view = memoryview(buffer)[: piece.size]
                 for sink in self.sinks:
                     sink.update(view)
-                if self.holder is not None:
-                    self._write_unheld(view, piece.start)
                 view.release()
-                if write is not None:
-                    write.result()  # the buffer is free once it is on disk; a failed write fails the copy
-                self._give_back(buffer)
+                if self.holder is not None:
+                    self._write_unheld(buffer, piece)
+                else:
+                    if write is not None:
+                        write.result()  # the buffer is free once it is on disk; a failed write fails the copy
+                    self._give_back(buffer)
                 self.tracker.tick(piece.size)
             if self.holder is not None:
                 with self.cond:
@@ -331,19 +336,35 @@ class _Copy:
             self.pool.append(buffer)
             self.cond.notify_all()
 
-    def _write_unheld(self, view: memoryview, start: int) -> None:
-        """Write the bytes of the slice at `start` that the holder, just fed them, did not hold."""
-        end = start + len(view)
+    def _write_unheld(self, buffer: mmap.mmap, piece: Part) -> None:
+        """Write, on the write pool, the bytes of the slice `piece` that the holder, just fed them, did not
+        hold; its buffer is given back once they are written, while the feeder goes on."""
+        start, end = piece.start, piece.end + 1
         held: list[tuple[int, int]] = []
         for held_start, length, _ in reversed(self.holder.held):
             if held_start + length <= start:
                 break
             held.append((max(held_start, start), min(held_start + length, end)))
-        at = start
+        unheld, at = [], start
         for held_start, held_end in [*reversed(held), (end, end)]:
             if held_start > at:
-                self._write_at(view[at - start : held_start - start], at)
+                unheld.append((at, held_start))
             at = max(at, held_end)
+        self._wait_unheld(only_done=True)
+        write = self.writes.submit(self._write_ranges, buffer, piece, unheld)
+        write.add_done_callback(lambda _: self._give_back(buffer))
+        self.unheld_writes.append(write)
+
+    def _write_ranges(self, buffer: mmap.mmap, piece: Part, ranges: list[tuple[int, int]]) -> None:
+        view = memoryview(buffer)
+        for start, end in ranges:
+            self._write_at(view[start - piece.start : end - piece.start], start)
+
+    def _wait_unheld(self, *, only_done: bool = False) -> None:
+        """Wait for the feeder's writes under way (`only_done`: forget those that are done); a failed one
+        fails the copy."""
+        while self.unheld_writes and (not only_done or self.unheld_writes[0].done()):
+            self.unheld_writes.pop(0).result()
 
     def _read_resumed(self, view: memoryview, offset: int) -> int:
         """Read into `view` the object's bytes from `offset`, as an earlier run left them: from the file, or
