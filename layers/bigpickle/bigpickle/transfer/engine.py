@@ -350,6 +350,9 @@ class _Copy:
             if held_start > at:
                 unheld.append((at, held_start))
             at = max(at, held_end)
+        if not unheld:  # all of it held (an array's bytes): the buffer is free now, no round trip to the pool
+            self._give_back(buffer)
+            return
         self._wait_unheld(only_done=True)
         write = self.writes.submit(self._write_ranges, buffer, piece, unheld)
         write.add_done_callback(lambda _: self._give_back(buffer))
