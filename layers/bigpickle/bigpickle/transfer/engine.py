@@ -146,6 +146,7 @@ class _Copy:
         self.checkpointing: Future[None] | None = None
         # Direct writes wait for the device; made here, they overlap the next slice's download.
         self.writes = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="bigpickle-write")
+        self.hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigpickle-hash")
 
     def run(self) -> DownloadResult:
         started = time.monotonic()
@@ -174,6 +175,7 @@ class _Copy:
                     worker.join()
                 # no write or checkpoint may touch the file after this
                 self.writes.shutdown(wait=True)
+                self.hashing.shutdown(wait=True)
                 self.checkpoints.shutdown(wait=True)
             if self.checkpointing is not None:
                 self.checkpointing.result()  # a failed fsync fails the copy
@@ -296,8 +298,7 @@ class _Copy:
                     return False
                 buffer, write = slot
                 view = memoryview(buffer)[: piece.size]
-                for sink in self.sinks:
-                    sink.update(view)
+                self._feed_sinks(view)
                 view.release()
                 if self.holder is not None:
                     self._write_unheld(buffer, piece)
@@ -313,6 +314,15 @@ class _Copy:
                 self._checkpoint_in_background()
                 next_checkpoint = time.monotonic() + self.config.checkpoint_interval
         return True
+
+    def _feed_sinks(self, view: memoryview) -> None:
+        """Every sink gets the slice; the first (the sha256, which releases the GIL) on the hashing thread,
+        beside the others, which the feeder runs meanwhile."""
+        first = self.hashing.submit(self.sinks[0].update, view) if self.sinks else None
+        for sink in self.sinks[1:]:
+            sink.update(view)
+        if first is not None:
+            first.result()
 
     def _wait_for(self, start: int) -> tuple[mmap.mmap, Future[None] | None] | None:
         """The filled buffer of the slice at `start` and its write if still under way, or None when the
@@ -388,8 +398,7 @@ class _Copy:
             got = self._read_resumed(chunk, offset)
             if got <= 0:
                 raise IntegrityError(f"{self.dest} ended at byte {offset} while re-reading a resumed part")
-            for sink in self.sinks:
-                sink.update(chunk[:got])
+            self._feed_sinks(chunk[:got])
             offset += got
         self.tracker.tick(part.size, resumed=True)
 
