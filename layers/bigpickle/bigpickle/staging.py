@@ -46,7 +46,7 @@ from bigpickle.observability import MetricUnit, logger, metrics
 from bigpickle.safety import Allowlist
 from bigpickle.safety.rewriter import PickleRewriter
 from bigpickle.safety.scanner import ScanReport
-from bigpickle.safety.trial import fits_in, mapped_bytes, start_fork_server, trial_load
+from bigpickle.safety.trial import TrialLimits, start_fork_server, trial_load
 from bigpickle.safety.uploads import PublishedForm, UploadSink, finish_upload, upload_sink
 from bigpickle.store import Manifest, ModelStore, Publication, validate_model_name
 from bigpickle.transfer import (
@@ -328,12 +328,13 @@ def _check_upload(
 def _trial_load(path: Path, published: PublishedForm, allowlist: Allowlist, settings: Settings) -> Any:
     """The predict function's own load (MODEL_MMAP, the published layout's digests and verdict) in a limited
     child, when the stage function can hold what it does not map; what the probe learnt (the features)."""
-    layout = published.details.get("layout")
-    mapped = mapped_bytes(published.format, layout, settings.model_mmap)
-    if not fits_in(path.stat().st_size, settings.function_memory_bytes, mapped):
+    limits = TrialLimits.for_load(path, published.format, mmap=settings.model_mmap)
+    if not limits.fits_in(settings.function_memory_bytes):
         return None
-    load = {"mmap": settings.model_mmap, "layout": layout}
-    return trial_load(path, published.format, allowlist, probe=recorded_features, **load)
+    layout = published.details.get("layout")
+    return trial_load(
+        path, published.format, allowlist, limits, recorded_features, mmap=settings.model_mmap, layout=layout
+    )
 
 
 def _manifest(

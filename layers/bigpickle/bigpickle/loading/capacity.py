@@ -44,7 +44,7 @@ def estimate_load(manifest: Manifest, path: Path, *, mmap: bool) -> LoadCost:
         layout = read_layout(path)
         # the upload's allocation counted its array payloads, which now lie in the buffers
         stream = max(0, allocation - layout.buffer_bytes) if isinstance(allocation, int) else layout.pickle_bytes
-        mapped = layout.buffer_bytes - layout.copied_bytes if mmap else 0
+        mapped = layout.mapped_bytes if mmap else 0
         return LoadCost(stream + layout.buffer_bytes - mapped, PICKLE_PROTOCOL, mapped)
     protocol = manifest.details.get("pickle_protocol")
     if protocol is None:

@@ -41,6 +41,8 @@ from bigpickle.safety.layout import (
     Layout,
     LayoutError,
     check_against_scan,
+    finish_stream_hash,
+    hash_stream,
     index_bytes,
 )
 from bigpickle.safety.layout import read_layout as read_layout_from
@@ -115,11 +117,6 @@ class _Region:
         self.left -= len(data)
         return data
 
-    def feed(self, sink: Any) -> None:
-        """Read the rest of the region into `sink` (bounded reads)."""
-        while self.left and (data := self.read()):
-            sink.update(data)
-
 
 def load_bigpickle(
     path: Path,
@@ -155,21 +152,18 @@ def load_bigpickle(
 
 
 def _load_scanned(
-    path: Path, f: BinaryIO, layout: Layout, stream_sha256: str | None, mmap: bool, allowlist: Allowlist
+    path: Path, f: BinaryIO, layout: Layout, expected: str | None, mmap: bool, allowlist: Allowlist
 ) -> Any:
     """A stream staging scanned: hashed whole before the unpickler reads a byte of it (bounded reads), so
     what runs is the stream the verdict was given on."""
-    digest = hashlib.sha256()
-    f.seek(layout.stream_offset)
-    _Region(f, layout.pickle_bytes).feed(digest)
-    _check_stream(path, f, layout, digest, stream_sha256)
+    _check_stream(path, hash_stream(f, layout), expected)
     f.seek(layout.stream_offset)
     with contextlib.closing(oob_buffers(f, layout, mmap=mmap)) as buffers:
         return RestrictedUnpickler(_Region(f, layout.pickle_bytes), allowlist, buffers=buffers).load()
 
 
 def _load_scanning(
-    path: Path, f: BinaryIO, layout: Layout, stream_sha256: str | None, mmap: bool, allowlist: Allowlist
+    path: Path, f: BinaryIO, layout: Layout, expected: str | None, mmap: bool, allowlist: Allowlist
 ) -> Any:
     """Any other stream: read once through the sha256 and the fail-fast scanner into the unpickler, which
     executes only what the scanner has passed; the layout is then held against what the scanner saw."""
@@ -182,10 +176,10 @@ def _load_scanning(
             model = RestrictedUnpickler(reader, allowlist, buffers=buffers).load()
     except Exception as exc:  # a damaged stream reads as garbage: say so when its digest shows it
         reader.drain()
-        _check_stream(path, f, layout, digest, stream_sha256, exc)
+        _check_stream(path, finish_stream_hash(digest, f, layout), expected, exc)
         raise
     reader.drain()
-    _check_stream(path, f, layout, digest, stream_sha256)
+    _check_stream(path, finish_stream_hash(digest, f, layout), expected)
     report = scanner.verdict()
     try:
         check_against_scan(layout, report.stream_bytes, report.oob_buffers)
@@ -194,22 +188,11 @@ def _load_scanning(
     return model
 
 
-def _check_stream(
-    path: Path,
-    f: BinaryIO,
-    layout: Layout,
-    digest: Any,
-    expected: str | None,
-    failure: Exception | None = None,
-) -> None:
-    """Add the index to `digest` (which holds the whole stream) and compare it with the manifest's."""
-    f.seek(layout.index_offset)
-    digest.update(f.read(layout.index_length))
-    if expected is not None and digest.hexdigest() != expected:
+def _check_stream(path: Path, actual: str, expected: str | None, failure: Exception | None = None) -> None:
+    """The stream and index's sha256 against the manifest's `stream_sha256`."""
+    if expected is not None and actual != expected:
         raise _damaged(
-            path,
-            f"the stream and index hash to {digest.hexdigest()}, the manifest says {expected}",
-            ModelIntegrityError,
+            path, f"the stream and index hash to {actual}, the manifest says {expected}", ModelIntegrityError
         ) from failure
 
 

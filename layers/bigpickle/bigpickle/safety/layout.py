@@ -16,13 +16,17 @@ nodes: `Tree.__setstate__` memcpys them), which a mapped load still pays for in 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from bigpickle.checksums import Sink
 from bigpickle.formats import BIGPICKLE
+from bigpickle.safety.hashing import READ_SIZE
 from bigpickle.units import MiB
 
 MAGIC = b"BIGPKL01"
@@ -54,6 +58,11 @@ class Layout:
     @property
     def copied_bytes(self) -> int:
         return sum(length for _, length, copied in self.buffers if copied)
+
+    @property
+    def mapped_bytes(self) -> int:
+        """What a mapped load leaves in the file's mapping (page cache, not anonymous memory)."""
+        return self.buffer_bytes - self.copied_bytes
 
     def index(self) -> bytes:
         return index_bytes(self.version, self.stream_offset, self.pickle_bytes, self.buffers)
@@ -132,6 +141,28 @@ def read_layout(f: BinaryIO, size: int) -> Layout:
     if any(b[0] <= a[0] for a, b in itertools.pairwise(buffers)):
         raise LayoutError("the buffers are not in file order")
     return Layout(version, stream_offset, pickle_bytes, tuple(buffers), index_offset, index_length)
+
+
+def hash_stream(f: BinaryIO, layout: Layout, sinks: Sequence[Sink] = ()) -> str:
+    """The published file's `stream_sha256`: the sha256 of its stream (bounded reads, each also fed to `sinks`,
+    a scanner) then of its index."""
+    digest = hashlib.sha256()
+    f.seek(layout.stream_offset)
+    left = layout.pickle_bytes
+    while left and (chunk := f.read(min(left, READ_SIZE))):
+        digest.update(chunk)
+        for sink in sinks:
+            sink.update(chunk)
+        left -= len(chunk)
+    return finish_stream_hash(digest, f, layout)
+
+
+def finish_stream_hash(digest: Any, f: BinaryIO, layout: Layout) -> str:
+    """`stream_sha256` from a sha256 that already holds the stream (a load that read it through the
+    unpickler): the index added, the hex digest."""
+    f.seek(layout.index_offset)
+    digest.update(f.read(layout.index_length))
+    return digest.hexdigest()
 
 
 def check_against_scan(layout: Layout, stream_bytes: int | None, oob_references: int) -> None:

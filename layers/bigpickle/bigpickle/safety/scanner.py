@@ -583,10 +583,7 @@ class PickleScanner:
         self._memo[index] = self._top()
 
     def op_memoize(self, _arg: None) -> None:
-        stack = self._stack
-        if not stack or stack[-1] is MARK:
-            self._top()  # raises the underflow
-        self._memo[len(self._memo)] = stack[-1]
+        self._memo[len(self._memo)] = self._top()
 
     def op_ext(self, arg: int) -> None:
         self._refuse(f"offset {self._at}: uses the copyreg extension registry (code {arg})")

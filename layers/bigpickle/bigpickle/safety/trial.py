@@ -34,6 +34,7 @@ from typing import Any
 from bigpickle.errors import UnsafePickleError
 from bigpickle.formats import BIGPICKLE
 from bigpickle.safety.allowlist import BASE, Allowlist
+from bigpickle.safety.layout import read_layout
 from bigpickle.units import MiB
 
 BUDGET_PER_FILE_BYTE = 3  # the child may grow by this many bytes per byte of the file...
@@ -51,28 +52,23 @@ class TrialLimits:
     mapping_bytes: int = 0  # the file's read-only mapping, when the load maps it (page cache, not memory)
 
     @classmethod
-    def for_file(cls, size: int, mapped_bytes: int = 0) -> TrialLimits:
-        """The budget for a file of `size` bytes whose `mapped_bytes` a mapped load leaves in the mapping
-        (the layout's buffers that no estimator copies): only the rest is priced per byte."""
+    def for_load(cls, path: Path, fmt: str, *, mmap: bool) -> TrialLimits:
+        """The budget for loading `path` as the predict function will. Mapped, a bigpickle file's buffers that
+        no estimator copies stay in the mapping (page cache): only the rest is priced per byte."""
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            mapped = read_layout(f, size).mapped_bytes if mmap and fmt == BIGPICKLE else 0
         return cls(
-            max(BUDGET_FLOOR, BUDGET_PER_FILE_BYTE * (size - mapped_bytes)),
+            max(BUDGET_FLOOR, BUDGET_PER_FILE_BYTE * (size - mapped)),
             BASE_SECONDS + SECONDS_PER_GIB * size / (1024 * MiB),
-            size if mapped_bytes else 0,
+            size if mapped else 0,
         )
 
-
-def fits_in(size: int, function_memory_bytes: int | None, mapped_bytes: int = 0) -> bool:
-    """Can the stage function hold a trial load of a file this big (None: outside Lambda, the machine's memory)?
-    A mapped load needs memory for what it does not map: the seed's 19 GB model of one array fits."""
-    memory = function_memory_bytes or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return TrialLimits.for_file(size, mapped_bytes).memory_bytes < memory // 2
-
-
-def mapped_bytes(fmt: str, layout: Mapping[str, Any] | None, mmap: bool) -> int:
-    """What a load leaves in the file's mapping: a bigpickle file's buffers, but those an estimator copies."""
-    if not (mmap and fmt == BIGPICKLE and layout):
-        return 0
-    return int(layout.get("buffer_bytes", 0)) - int(layout.get("copied_bytes", 0))
+    def fits_in(self, function_memory_bytes: int | None) -> bool:
+        """Can the stage function hold this trial (None: outside Lambda, the machine's memory)? A mapped load
+        needs memory for what it does not map: the seed's 19 GB model of one array fits."""
+        memory = function_memory_bytes or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return self.memory_bytes < memory // 2
 
 
 def _address_space() -> int:
@@ -167,7 +163,7 @@ def trial_load(
     digests and verdict: loading.load_model_file); raise UnsafePickleError with the reason if it does not
     load cleanly. Returns what `probe` (a module-level function: it crosses to the fork server by name)
     found out about the loaded model, or None without a probe."""
-    limits = limits or TrialLimits.for_file(path.stat().st_size, mapped_bytes(fmt, layout, mmap))
+    limits = limits or TrialLimits.for_load(path, fmt, mmap=mmap)
     load = {"mmap": mmap, "layout": dict(layout) if layout else None}
     context = _context()
     receive, send = context.Pipe(duplex=False)

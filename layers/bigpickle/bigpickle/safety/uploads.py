@@ -17,7 +17,6 @@ what a load hashes by default) and `scanned_by`, the key of the scanner verdict 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,8 @@ from typing import Any
 
 from bigpickle.formats import BIGPICKLE, JOBLIB, PICKLE, extension_of
 from bigpickle.safety.allowlist import Allowlist
-from bigpickle.safety.layout import LayoutError, check_against_scan, ends_with_trailer, read_layout
-from bigpickle.safety.rewriter import COPY_CHUNK, PickleRewriter
+from bigpickle.safety.layout import LayoutError, check_against_scan, ends_with_trailer, hash_stream, read_layout
+from bigpickle.safety.rewriter import PickleRewriter
 from bigpickle.safety.scanner import PickleScanner, ScanReport, verdict_key
 
 REWRITTEN_FILE = "model.bpk"
@@ -124,21 +123,13 @@ def check_bigpickle(path: Path, allowlist: Allowlist) -> tuple[ScanReport, Publi
     reason. The details record the stream's digest and the key of the verdict (`scanned_by`): a load under
     the same key need not scan that stream again (docs/security.md "Integrity at load")."""
     scanner = PickleScanner(BIGPICKLE, allowlist)
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
         try:
             layout = read_layout(f, os.fstat(f.fileno()).st_size)
         except LayoutError as exc:
             scanner.report.problems.append(f"malformed bigpickle layout: {exc}")
             return scanner.report, None
-        f.seek(layout.stream_offset)
-        left = layout.pickle_bytes
-        while left and (chunk := f.read(min(left, COPY_CHUNK))):
-            scanner.update(chunk)
-            digest.update(chunk)
-            left -= len(chunk)
-        f.seek(layout.index_offset)
-        digest.update(f.read(layout.index_length))
+        digest = hash_stream(f, layout, [scanner])
     report = scanner.finish()
     if not report.safe:
         return report, None
@@ -151,7 +142,7 @@ def check_bigpickle(path: Path, allowlist: Allowlist) -> tuple[ScanReport, Publi
         "rewritten": False,
         "reason": "uploaded in the bigpickle layout",
         "version": layout.version,
-        "stream_sha256": digest.hexdigest(),
+        "stream_sha256": digest,
         "scanned_by": verdict_key(allowlist),
         "pickle_bytes": layout.pickle_bytes,
         "buffers": len(layout.buffers),

@@ -7,6 +7,7 @@ requests (each costs the client and the server CPU) while its memory stays a han
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from botocore.config import Config
@@ -71,7 +72,7 @@ class TransferConfig:
     def buffers_beside(self, held_bytes: int) -> int:
         """`buffers`, less as many as a holding sink's own write buffers take (staging's rewriter): the copy
         holds no more memory with one than without (at least one buffer per worker)."""
-        return max(self.workers, self.buffers - -(-held_bytes // self.buffer_bytes))
+        return max(self.workers, self.buffers - math.ceil(held_bytes / self.buffer_bytes))
 
     @property
     def peak_buffer_bytes(self) -> int:

@@ -86,7 +86,8 @@ def download(
     osutils: OSUtils | None = None,
     retry: RetryPolicy | None = None,
 ) -> DownloadResult:
-    """Copy `obj` into `dest`, feeding every byte IN ORDER to `sinks`; resume from `dest`'s journal when it
+    """Copy `obj` into `dest`, feeding every byte IN ORDER to `sinks` (the first on a thread of its own beside
+    the others: put there one that releases the GIL, a sha256); resume from `dest`'s journal when it
     belongs to this object version. On return with `complete=True` the file is fsync'd and the journal gone.
     With `holder` (one of `sinks`), `dest` holds only the bytes the holder did not: the object is `dest`
     with the holder's `held` ranges read from its `target`."""
